@@ -1,0 +1,236 @@
+"""dagflow: an embeddable workflow engine.
+
+Load a workflow with :func:`load` / :func:`loads`; every problem in a file is reported
+at once, each with its ``file:line:col``.
+
+Names are imported on first use (PEP 562), so ``import dagflow`` stays fast and loads no
+optional driver; type checkers see the plain imports below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._dag import DagEdge as DagEdge
+    from ._dag import DagNode as DagNode
+    from ._dag import DefaultDagBuilder as DefaultDagBuilder
+    from ._dag import WorkflowDag as WorkflowDag
+    from ._errors import ApprovalError as ApprovalError
+    from ._errors import ApprovalTimeout as ApprovalTimeout
+    from ._errors import CheckpointError as CheckpointError
+    from ._errors import CycleDetected as CycleDetected
+    from ._errors import DependencyNotSatisfied as DependencyNotSatisfied
+    from ._errors import InvalidStateTransition as InvalidStateTransition
+    from ._errors import ParseError as ParseError
+    from ._errors import Problem as Problem
+    from ._errors import StorageError as StorageError
+    from ._errors import TaskExecutionFailed as TaskExecutionFailed
+    from ._errors import ValidationError as ValidationError
+    from ._errors import WorkflowError as WorkflowError
+    from ._errors import WorkflowNotFound as WorkflowNotFound
+    from ._models import Approval as Approval
+    from ._models import ApprovalRequest as ApprovalRequest
+    from ._models import ApprovalStatus as ApprovalStatus
+    from ._models import ApprovalVote as ApprovalVote
+    from ._models import Checkpoint as Checkpoint
+    from ._models import Command as Command
+    from ._models import Conditional as Conditional
+    from ._models import Deploy as Deploy
+    from ._models import ExecutionContext as ExecutionContext
+    from ._models import FailureAction as FailureAction
+    from ._models import Http as Http
+    from ._models import JoinRule as JoinRule
+    from ._models import Loop as Loop
+    from ._models import NotificationConfig as NotificationConfig
+    from ._models import Plugin as Plugin
+    from ._models import Query as Query
+    from ._models import RetryPolicy as RetryPolicy
+    from ._models import Scale as Scale
+    from ._models import StateTransition as StateTransition
+    from ._models import Subworkflow as Subworkflow
+    from ._models import TaskConfig as TaskConfig
+    from ._models import TaskDefinition as TaskDefinition
+    from ._models import TaskOutput as TaskOutput
+    from ._models import TaskState as TaskState
+    from ._models import TaskStatus as TaskStatus
+    from ._models import TaskType as TaskType
+    from ._models import TimeoutAction as TimeoutAction
+    from ._models import WorkflowConfig as WorkflowConfig
+    from ._models import WorkflowDefinition as WorkflowDefinition
+    from ._models import WorkflowFilters as WorkflowFilters
+    from ._models import WorkflowInstance as WorkflowInstance
+    from ._models import WorkflowState as WorkflowState
+    from ._parse import DefaultWorkflowParser as DefaultWorkflowParser
+    from ._parse import ParseLimits as ParseLimits
+    from ._parse import dump as dump
+    from ._parse import load as load
+    from ._parse import loads as loads
+    from ._protocols import ApprovalSystem as ApprovalSystem
+    from ._protocols import CheckpointManager as CheckpointManager
+    from ._protocols import Clock as Clock
+    from ._protocols import DagBuilder as DagBuilder
+    from ._protocols import SecretProvider as SecretProvider
+    from ._protocols import StateMachine as StateMachine
+    from ._protocols import TaskExecutor as TaskExecutor
+    from ._protocols import WorkflowEngine as WorkflowEngine
+    from ._protocols import WorkflowParser as WorkflowParser
+    from ._protocols import WorkflowStorage as WorkflowStorage
+    from ._schema import json_schema as json_schema
+    from ._state import DefaultStateMachine as DefaultStateMachine
+
+__all__ = [
+    "Approval",
+    "ApprovalError",
+    "ApprovalRequest",
+    "ApprovalStatus",
+    "ApprovalSystem",
+    "ApprovalTimeout",
+    "ApprovalVote",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointManager",
+    "Clock",
+    "Command",
+    "Conditional",
+    "CycleDetected",
+    "DagBuilder",
+    "DagEdge",
+    "DagNode",
+    "DefaultDagBuilder",
+    "DefaultStateMachine",
+    "DefaultWorkflowParser",
+    "DependencyNotSatisfied",
+    "Deploy",
+    "ExecutionContext",
+    "FailureAction",
+    "Http",
+    "InvalidStateTransition",
+    "JoinRule",
+    "Loop",
+    "NotificationConfig",
+    "ParseError",
+    "ParseLimits",
+    "Plugin",
+    "Problem",
+    "Query",
+    "RetryPolicy",
+    "Scale",
+    "SecretProvider",
+    "StateMachine",
+    "StateTransition",
+    "StorageError",
+    "Subworkflow",
+    "TaskConfig",
+    "TaskDefinition",
+    "TaskExecutionFailed",
+    "TaskExecutor",
+    "TaskOutput",
+    "TaskState",
+    "TaskStatus",
+    "TaskType",
+    "TimeoutAction",
+    "ValidationError",
+    "WorkflowConfig",
+    "WorkflowDag",
+    "WorkflowDefinition",
+    "WorkflowEngine",
+    "WorkflowError",
+    "WorkflowFilters",
+    "WorkflowInstance",
+    "WorkflowNotFound",
+    "WorkflowParser",
+    "WorkflowState",
+    "WorkflowStorage",
+    "dump",
+    "json_schema",
+    "load",
+    "loads",
+]
+
+_LAZY: dict[str, str] = {
+    "DagEdge": "._dag",
+    "DagNode": "._dag",
+    "DefaultDagBuilder": "._dag",
+    "WorkflowDag": "._dag",
+    "ApprovalError": "._errors",
+    "ApprovalTimeout": "._errors",
+    "CheckpointError": "._errors",
+    "CycleDetected": "._errors",
+    "DependencyNotSatisfied": "._errors",
+    "InvalidStateTransition": "._errors",
+    "ParseError": "._errors",
+    "Problem": "._errors",
+    "StorageError": "._errors",
+    "TaskExecutionFailed": "._errors",
+    "ValidationError": "._errors",
+    "WorkflowError": "._errors",
+    "WorkflowNotFound": "._errors",
+    "Approval": "._models",
+    "ApprovalRequest": "._models",
+    "ApprovalStatus": "._models",
+    "ApprovalVote": "._models",
+    "Checkpoint": "._models",
+    "Command": "._models",
+    "Conditional": "._models",
+    "Deploy": "._models",
+    "ExecutionContext": "._models",
+    "FailureAction": "._models",
+    "Http": "._models",
+    "JoinRule": "._models",
+    "Loop": "._models",
+    "NotificationConfig": "._models",
+    "Plugin": "._models",
+    "Query": "._models",
+    "RetryPolicy": "._models",
+    "Scale": "._models",
+    "StateTransition": "._models",
+    "Subworkflow": "._models",
+    "TaskConfig": "._models",
+    "TaskDefinition": "._models",
+    "TaskOutput": "._models",
+    "TaskState": "._models",
+    "TaskStatus": "._models",
+    "TaskType": "._models",
+    "TimeoutAction": "._models",
+    "WorkflowConfig": "._models",
+    "WorkflowDefinition": "._models",
+    "WorkflowFilters": "._models",
+    "WorkflowInstance": "._models",
+    "WorkflowState": "._models",
+    "DefaultWorkflowParser": "._parse",
+    "ParseLimits": "._parse",
+    "dump": "._parse",
+    "load": "._parse",
+    "loads": "._parse",
+    "ApprovalSystem": "._protocols",
+    "CheckpointManager": "._protocols",
+    "Clock": "._protocols",
+    "DagBuilder": "._protocols",
+    "SecretProvider": "._protocols",
+    "StateMachine": "._protocols",
+    "TaskExecutor": "._protocols",
+    "WorkflowEngine": "._protocols",
+    "WorkflowParser": "._protocols",
+    "WorkflowStorage": "._protocols",
+    "json_schema": "._schema",
+    "DefaultStateMachine": "._state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name == "__version__":  # read lazily: importlib.metadata is slow to import
+        from importlib.metadata import version
+
+        return version("dagflow")
+    raise AttributeError(f"module 'dagflow' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,302 @@
+"""The ``dagflow`` command.
+
+Exit codes (one table, here): 0 success · 1 the workflow failed, was cancelled or rolled
+back · 2 bad input (unreadable file, invalid workflow, bad option) · 130 interrupted.
+Errors go to stderr, one line each, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import click
+
+from .._errors import ParseError, Problem, ValidationError, WorkflowError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+#: error type -> exit code; the first matching entry wins
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (ParseError, EXIT_BAD_INPUT),
+    (ValidationError, EXIT_BAD_INPUT),
+    (WorkflowError, EXIT_FAILED),
+)
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    click.echo(f"dagflow: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _print_problems(problems: Sequence[Problem], *, kind: str = "") -> None:
+    for problem in problems:
+        text = str(problem)
+        if kind and problem.line is not None:
+            head, _, rest = text.partition(": ")
+            text = f"{head}: {kind}: {rest}"
+        elif kind:
+            text = f"{kind}: {text}"
+        click.echo(text, err=True)
+
+
+def _parse_var(text: str) -> tuple[str, Any]:
+    """``K=V``: V as JSON when it parses as JSON, else as a string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        _fail(f"--var {text!r}: write NAME=VALUE (VALUE is JSON, or plain text)")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name.strip(), value
+
+
+def _vars(values: Sequence[str]) -> dict[str, Any]:
+    return dict(_parse_var(v) for v in values)
+
+
+def _load(path: str) -> tuple[Any, list[Problem]]:
+    """Load ``path``, returning the definition and its warnings (exit 2 on problems)."""
+    from .._parse import DefaultWorkflowParser, _format_for, read_file
+
+    parser = DefaultWorkflowParser()
+    try:
+        data = read_file(path, parser.limits)
+        return parser.parse(data, format=_format_for(path), filename=path)
+    except (ParseError, ValidationError) as exc:
+        _print_problems(exc.problems)
+        _print_problems(getattr(exc, "warnings", ()), kind="warning")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _plugin_warnings(wf: Any, filename: str) -> list[Problem]:
+    """Plugins named by the file but not installed as ``dagflow.plugins`` entry points.
+
+    Only a warning: host applications register plugins in code, which the CLI cannot see.
+    """
+    from importlib.metadata import entry_points
+
+    from .._models import Loop, Plugin
+
+    installed = {ep.name for ep in entry_points(group="dagflow.plugins")}
+    out = []
+    for task in wf.tasks:
+        kind = task.type.task_template.type if isinstance(task.type, Loop) else task.type
+        if isinstance(kind, Plugin) and kind.plugin_name not in installed:
+            out.append(Problem(
+                f"task {task.id!r}: plugin {kind.plugin_name!r} is not installed as a "
+                "'dagflow.plugins' entry point (fine if your application registers it with "
+                "Engine(plugins=...))", filename,
+            ))
+    return out
+
+
+# --------------------------------------------------------------------------- the group
+
+
+class _Group(click.Group):
+    """Keeps commands in the order they are defined (the order of the docs)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
+                                           "max_content_width": 100})
+@click.version_option(package_name="dagflow", prog_name="dagflow")
+def cli() -> None:
+    """dagflow: run multi-step workflows described in YAML or JSON.
+
+    \b
+    Quick start:
+      dagflow validate deploy.yaml        check a file: every problem, with file:line:col
+      dagflow plan deploy.yaml            levels, critical path, parallelism
+      dagflow schema > workflow.schema.json   JSON Schema for editor completion
+
+    Exit codes: 0 ok, 1 workflow failed/cancelled, 2 bad input, 130 interrupted.
+    """
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
+def validate(files: tuple[str, ...], as_json: bool) -> None:
+    """Check workflow FILES without running anything.
+
+    Prints one line per problem (FILE:LINE:COL: message) on stderr, and reports every
+    problem of a file at once. Exit code 0 when every file is valid, 2 otherwise.
+
+    \b
+    Examples:
+      dagflow validate deploy.yaml
+      dagflow validate workflows/*.yaml --json
+    """
+    from .._parse import DefaultWorkflowParser, _format_for, read_file
+
+    parser = DefaultWorkflowParser()
+    report = []
+    bad = 0
+    for path in files:
+        entry: dict[str, Any] = {"file": path, "valid": True, "problems": [], "warnings": []}
+        try:
+            wf, warnings = parser.parse(read_file(path, parser.limits),
+                                        format=_format_for(path), filename=path)
+            warnings = [*warnings, *_plugin_warnings(wf, path)]
+            entry["tasks"] = len(wf.tasks)
+        except (ParseError, ValidationError) as exc:
+            bad += 1
+            entry["valid"] = False
+            entry["error"] = type(exc).__name__
+            entry["problems"] = [_problem_json(p) for p in exc.problems]
+            warnings = list(getattr(exc, "warnings", ()))
+            if not as_json:
+                _print_problems(exc.problems)
+        entry["warnings"] = [_problem_json(p) for p in warnings]
+        if not as_json:
+            _print_problems(warnings, kind="warning")
+            if entry["valid"]:
+                click.echo(f"{path}: valid ({entry['tasks']} tasks)")
+        report.append(entry)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    elif len(files) > 1:
+        click.echo(f"{len(files) - bad} valid, {bad} invalid", err=bool(bad))
+    sys.exit(EXIT_BAD_INPUT if bad else EXIT_OK)
+
+
+def _problem_json(problem: Problem) -> dict[str, Any]:
+    return {"file": problem.file, "line": problem.line, "col": problem.col,
+            "message": problem.message, "path": list(problem.path)}
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--var", "variables", multiple=True, metavar="K=V",
+              help="Set a variable (V is JSON if it parses as JSON, else text). Repeatable.")
+@click.option("--durations", type=click.Path(dir_okay=False, exists=True),
+              help="JSON file {task_id: seconds} to weigh the critical path.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
+def plan(file: str, variables: tuple[str, ...], durations: str | None, as_json: bool) -> None:
+    """Show how FILE would run: levels, critical path and parallelism.
+
+    Levels are the seed's batches (a task's level is one more than its deepest
+    dependency); at run time each task starts as soon as its own dependencies finish.
+    The critical path counts steps, or seconds with --durations.
+
+    \b
+    Examples:
+      dagflow plan deploy.yaml
+      dagflow plan deploy.yaml --var image_tag=abc123 --json
+    """
+    from .._dag import DefaultDagBuilder
+    from .._expr import ExprError, resolve_variables
+
+    wf, warnings = _load(file)
+    _print_problems([*warnings, *_plugin_warnings(wf, file)], kind="warning")
+    dag = DefaultDagBuilder().build_dag(wf)
+    weights = None
+    if durations:
+        try:
+            with open(durations, encoding="utf-8") as fh:
+                weights = {str(k): float(v) for k, v in json.load(fh).items()}
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            _fail(f"--durations {durations}: expected a JSON object of numbers ({exc})")
+    length, path = dag.critical_path(weights)
+    unresolved = None
+    try:
+        resolved = resolve_variables(wf.variables, _vars(variables), os.environ,
+                                     {"id": wf.id, "name": wf.name})
+    except ExprError as exc:
+        resolved, unresolved = {}, str(exc)
+    limit = wf.config.max_parallel_tasks
+    result = {
+        "workflow": wf.id,
+        "tasks": len(wf.tasks),
+        "levels": [list(batch) for batch in dag.execution_batches],
+        "critical_path": {"tasks": list(path), "length": length,
+                          "unit": "seconds" if weights else "steps"},
+        "max_parallelism": min(dag.max_parallelism, limit),
+        "max_parallel_tasks": limit,
+        "variables": resolved,
+        "unresolved": unresolved,
+    }
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    click.echo(f"{wf.id}: {len(wf.tasks)} tasks in {len(dag.execution_batches)} levels")
+    for number, batch in enumerate(dag.execution_batches, 1):
+        click.echo(f"  level {number}: {', '.join(batch)}")
+    unit = "s" if weights else " steps"
+    click.echo(f"critical path ({length:g}{unit}): {' -> '.join(path)}")
+    click.echo(f"max parallelism: {result['max_parallelism']} "
+               f"(widest level {dag.max_parallelism}, max_parallel_tasks {limit})")
+    if resolved:
+        click.echo("variables:")
+        for name, value in resolved.items():
+            click.echo(f"  {name} = {json.dumps(value, default=str)}")
+    if unresolved:
+        click.echo(f"warning: {unresolved}", err=True)
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file instead of stdout.")
+def schema(output: str | None) -> None:
+    """Print the JSON Schema (Draft 2020-12) of workflow files.
+
+    Point your editor at it for completion and inline errors, e.g. with the YAML
+    language server, put this first line in a workflow file:
+
+    \b
+      # yaml-language-server: $schema=./workflow.schema.json
+
+    \b
+    Examples:
+      dagflow schema > workflow.schema.json
+      dagflow schema -o .vscode/dagflow.schema.json
+    """
+    from .._schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            _fail(f"cannot write {output}: {exc.strerror or exc}")
+    else:
+        click.echo(text, nl=False)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the ``dagflow`` command (``python -m dagflow`` too)."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="dagflow",
+                 standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except WorkflowError as exc:
+        code = next(c for t, c in EXIT_CODES if isinstance(exc, t))
+        _fail(str(exc), code)
+    sys.exit(EXIT_OK)
+
+

@@ -1,0 +1,284 @@
+"""Every seam of dagflow, as a :class:`typing.Protocol`.
+
+These are the seed architecture's traits in Python form. Defaults do not inherit from
+them (mypy checks conformance), and ``Engine(...)`` accepts any object that fits. Parsing
+and graph building do no I/O, so their methods are synchronous; everything that may touch
+a network, a disk or a clock is ``async``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ._models import (
+    ApprovalRequest,
+    ApprovalStatus,
+    Checkpoint,
+    ExecutionContext,
+    RetryPolicy,
+    StateTransition,
+    TaskDefinition,
+    TaskOutput,
+    WorkflowDefinition,
+    WorkflowFilters,
+    WorkflowInstance,
+    WorkflowState,
+)
+
+if TYPE_CHECKING:
+    from ._dag import WorkflowDag
+
+__all__ = [
+    "ApprovalSystem",
+    "CheckpointManager",
+    "Clock",
+    "DagBuilder",
+    "SecretProvider",
+    "StateMachine",
+    "TaskExecutor",
+    "WorkflowEngine",
+    "WorkflowParser",
+    "WorkflowStorage",
+]
+
+
+@runtime_checkable
+class WorkflowParser(Protocol):
+    """Turns workflow text into validated definitions."""
+
+    def parse_yaml(self, text: str | bytes, *, filename: str | None = None) -> WorkflowDefinition:
+        """Parse and validate YAML; raise ParseError/ValidationError listing every problem."""
+        ...
+
+    def parse_json(self, text: str | bytes, *, filename: str | None = None) -> WorkflowDefinition:
+        """Parse and validate JSON; raise ParseError/ValidationError listing every problem."""
+        ...
+
+    def validate(self, workflow: WorkflowDefinition) -> None:
+        """Raise ValidationError if ``workflow`` (perhaps built in Python) is wrong."""
+        ...
+
+    def normalize(self, workflow: WorkflowDefinition) -> WorkflowDefinition:
+        """Return the canonical form of ``workflow``."""
+        ...
+
+
+@runtime_checkable
+class DagBuilder(Protocol):
+    """Builds the dependency graph of a definition."""
+
+    def build_dag(self, workflow: WorkflowDefinition) -> WorkflowDag:
+        """Build the graph; raise CycleDetected (with ``.path``) on a cycle."""
+        ...
+
+    def detect_cycles(self, dag: WorkflowDag) -> None:
+        """Raise CycleDetected if ``dag`` has a cycle."""
+        ...
+
+    def topological_sort(self, dag: WorkflowDag) -> list[list[str]]:
+        """Task ids in batches that could run together, level by level."""
+        ...
+
+    def optimize_parallelism(self, dag: WorkflowDag) -> WorkflowDag:
+        """Return a graph arranged for parallel execution."""
+        ...
+
+
+@runtime_checkable
+class TaskExecutor(Protocol):
+    """Runs single tasks; the engine owns scheduling, retries' bookkeeping and state."""
+
+    async def execute_task(self, task: TaskDefinition, context: ExecutionContext) -> TaskOutput:
+        """Run one attempt of ``task`` and return its output (failure is an output too)."""
+        ...
+
+    async def execute_parallel(
+        self, tasks: Sequence[TaskDefinition], context: ExecutionContext
+    ) -> list[TaskOutput]:
+        """Run ``tasks`` concurrently; outputs in the same order."""
+        ...
+
+    async def retry_task(
+        self,
+        task: TaskDefinition,
+        context: ExecutionContext,
+        retry_policy: RetryPolicy,
+        attempt: int,
+    ) -> TaskOutput:
+        """Run ``task`` again as attempt number ``attempt`` under ``retry_policy``."""
+        ...
+
+    async def cancel_task(self, task_id: str) -> None:
+        """Stop a running task promptly (kill its process group, abort its request)."""
+        ...
+
+
+@runtime_checkable
+class CheckpointManager(Protocol):
+    """Takes, verifies and restores recovery points."""
+
+    async def create_checkpoint(self, instance: WorkflowInstance) -> Checkpoint:
+        """Record a checkpoint of ``instance`` and return it."""
+        ...
+
+    async def load_checkpoint(self, checkpoint_id: str) -> Checkpoint:
+        """Load one checkpoint, verifying its checksum (CheckpointError if corrupt)."""
+        ...
+
+    async def list_checkpoints(self, instance_id: str) -> list[Checkpoint]:
+        """Every checkpoint of an instance, oldest first."""
+        ...
+
+    async def restore_from_checkpoint(
+        self, instance_id: str, checkpoint_id: str
+    ) -> WorkflowInstance:
+        """The instance as it was at ``checkpoint_id``."""
+        ...
+
+    async def delete_checkpoint(self, checkpoint_id: str) -> None:
+        """Remove one checkpoint."""
+        ...
+
+
+@runtime_checkable
+class ApprovalSystem(Protocol):
+    """Approval gates: requests, decisions and their status."""
+
+    async def request_approval(
+        self, workflow_id: str, task_id: str, approvers: Sequence[str], timeout_seconds: int
+    ) -> str:
+        """Open a gate; return its unguessable approval id."""
+        ...
+
+    async def grant_approval(
+        self, approval_id: str, approver: str, comment: str | None = None
+    ) -> None:
+        """Record a grant by ``approver`` (ApprovalError if not allowed)."""
+        ...
+
+    async def reject_approval(self, approval_id: str, approver: str, reason: str) -> None:
+        """Record a rejection by ``approver`` (ApprovalError if not allowed)."""
+        ...
+
+    async def check_approval_status(self, approval_id: str) -> ApprovalStatus:
+        """Pending, Approved, Rejected or Expired."""
+        ...
+
+    async def list_pending_approvals(self, approver: str | None = None) -> list[ApprovalRequest]:
+        """Pending gates ``approver`` may decide (all of them for ``None``)."""
+        ...
+
+
+@runtime_checkable
+class StateMachine(Protocol):
+    """Referee of workflow state changes, with their history."""
+
+    async def transition(
+        self,
+        instance_id: str,
+        from_state: WorkflowState,
+        to_state: WorkflowState,
+        reason: str | None = None,
+    ) -> StateTransition:
+        """Change state (InvalidStateTransition if not allowed) and record it."""
+        ...
+
+    def is_valid_transition(self, from_state: WorkflowState, to_state: WorkflowState) -> bool:
+        """Whether the change is allowed."""
+        ...
+
+    async def get_state(self, instance_id: str) -> WorkflowState:
+        """The current state."""
+        ...
+
+    async def get_state_history(self, instance_id: str) -> list[StateTransition]:
+        """Every recorded transition, oldest first."""
+        ...
+
+
+@runtime_checkable
+class WorkflowStorage(Protocol):
+    """Where workflow instances live. Must be safe to call from concurrent tasks."""
+
+    async def store_workflow(self, instance: WorkflowInstance) -> None:
+        """Save a new instance."""
+        ...
+
+    async def load_workflow(self, instance_id: str) -> WorkflowInstance | None:
+        """Load an instance, or ``None`` if there is none with this id."""
+        ...
+
+    async def update_workflow(self, instance: WorkflowInstance) -> None:
+        """Save changes to an existing instance."""
+        ...
+
+    async def list_workflows(self, filters: WorkflowFilters) -> list[WorkflowInstance]:
+        """Instances matching ``filters``, newest first."""
+        ...
+
+    async def delete_workflow(self, instance_id: str) -> None:
+        """Remove an instance and everything recorded about it."""
+        ...
+
+
+@runtime_checkable
+class WorkflowEngine(Protocol):
+    """Creates, runs and controls workflow instances."""
+
+    async def create_workflow(
+        self, definition: WorkflowDefinition, user_id: str, variables: dict[str, Any] | None = None
+    ) -> WorkflowInstance:
+        """Validate ``definition`` and create a Pending instance of it."""
+        ...
+
+    async def start_workflow(self, instance_id: str) -> None:
+        """Start running a Pending instance."""
+        ...
+
+    async def pause_workflow(self, instance_id: str) -> None:
+        """Let running tasks finish and start nothing new."""
+        ...
+
+    async def resume_workflow(self, instance_id: str) -> None:
+        """Continue a Paused instance."""
+        ...
+
+    async def cancel_workflow(self, instance_id: str) -> None:
+        """Stop a running instance promptly."""
+        ...
+
+    async def get_status(self, instance_id: str) -> WorkflowInstance:
+        """The instance as it is now (WorkflowNotFound if there is none)."""
+        ...
+
+    async def list_workflows(self, filters: WorkflowFilters) -> list[WorkflowInstance]:
+        """Instances matching ``filters``."""
+        ...
+
+    def stream_events(self, instance_id: str, *, after: int = 0) -> AsyncIterator[Any]:
+        """Events after sequence number ``after``: history first, then live."""
+        ...
+
+
+@runtime_checkable
+class SecretProvider(Protocol):
+    """Where ``${secrets.NAME}`` values come from (default: environment variables)."""
+
+    async def get_secret(self, name: str) -> str | None:
+        """The secret's value, or ``None`` if there is none."""
+        ...
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Every wait goes through the engine's clock, so tests can skip time."""
+
+    def now(self) -> dt.datetime:
+        """The current time (UTC)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
+        ...
