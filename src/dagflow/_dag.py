@@ -304,6 +304,8 @@ def find_cycle(parents: Sequence[Sequence[int]], candidates: Sequence[int]) -> l
                 cycle = path[path.index(nxt):]
                 # path follows "depends on" edges; report upstream -> downstream
                 ordered = list(reversed(cycle))
+                first = ordered.index(min(ordered))  # start at the earliest-defined task
+                ordered = ordered[first:] + ordered[:first]
                 return [*ordered, ordered[0]]
             if mark is None:
                 state[nxt] = 1

@@ -143,19 +143,24 @@ def _bool(value: Any, _: Any) -> bool:
     raise TypeError(f"expected true or false, got {_describe(value)}")
 
 
-def _make_enum_hook(t: type[enum.Enum]) -> Callable[[Any, Any], Any]:
-    values = {member.value: member for member in t}
+@functools.cache
+def _enum_values(t: type[enum.Enum]) -> dict[Any, enum.Enum]:
+    return {member.value: member for member in t}
+
+
+def _enum_value(member: enum.Enum) -> Any:
+    return member.value
+
+
+def _structure_enum(value: Any, t: type[enum.Enum]) -> Any:
+    values = _enum_values(t)
+    try:
+        return values[value]
+    except (KeyError, TypeError):
+        pass
+    hint = suggest(value, values) if isinstance(value, str) else ""
     names = ", ".join(repr(v) for v in values)
-
-    def structure_enum(value: Any, _: Any) -> Any:
-        try:
-            return values[value]
-        except (KeyError, TypeError):
-            pass
-        hint = suggest(value, values) if isinstance(value, str) else ""
-        raise ValueError(f"{value!r} is not one of {names}{hint}")
-
-    return structure_enum
+    raise ValueError(f"{value!r} is not one of {names}{hint}")
 
 
 def _datetime(value: Any, _: Any) -> dt.datetime:
@@ -258,14 +263,18 @@ def _make_task_type_hooks(
     by_class = {cls: name for name, cls in registry.items()}
     # per class: the keys it accepts (plus "type") and a structure function that does not
     # reject "type" as an extra key; used when a mapping has no unknown key at all
-    fast_hooks = {
-        cls: (
-            frozenset(a.name for a in attrs.fields(cls)) | {"type"},
-            make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=False),
-        )
-        for cls in by_class
-        if attrs.has(cls)
-    }
+    # built on first use: generating them here would fix nested TaskType fields (a Loop's
+    # task_template) before the TaskType hook below is registered
+    fast_hooks: dict[type[Any], tuple[frozenset[str], Callable[[Any, Any], Any]]] = {}
+
+    def fast_hook(cls: type[Any]) -> tuple[frozenset[str], Callable[[Any, Any], Any]] | None:
+        got = fast_hooks.get(cls)
+        if got is None and attrs.has(cls):
+            got = fast_hooks[cls] = (
+                frozenset(a.name for a in attrs.fields(cls)) | {"type"},
+                make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=False),
+            )
+        return got
 
     def structure_task_type(value: Any, _: Any) -> Any:
         if not isinstance(value, Mapping):
@@ -284,7 +293,7 @@ def _make_task_type_hooks(
             )
             exc.__notes__ = [_Note("type")]
             raise IterableValidationError("invalid task type", [exc], dict)
-        fast = fast_hooks.get(cls)
+        fast = fast_hook(cls)
         if fast is not None and value.keys() <= fast[0]:
             # no unknown key: skip copying the mapping without its "type"
             return fast[1](value, cls)
@@ -349,24 +358,20 @@ def make_converter(task_types: Mapping[str, type[Any]] | None = None) -> cattrs.
     return _cached_converter(tuple(sorted(registry.items(), key=lambda kv: kv[0])))
 
 
-def _is_exactly(exact: type[Any], t: Any) -> bool:
-    return t is exact
-
-
-def _is_enum(t: Any) -> bool:
-    return isinstance(t, type) and issubclass(t, enum.Enum)
-
-
 def _build(registry: Mapping[str, type[Any]]) -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     # exact-type predicates: a class hook would also catch str/int subclasses (StrEnum)
-    scalars: tuple[tuple[type[Any], Callable[[Any, Any], Any]], ...] = (
-        (str, _str), (int, _int), (float, _float), (bool, _bool))
-    for exact, hook in scalars:
-        conv.register_structure_hook_func(functools.partial(_is_exactly, exact), hook)
+    # cattrs dispatches classes through singledispatch first, so these replace its lax
+    # defaults; StrEnum is registered too, or its str base would catch enum fields
+    conv.register_structure_hook(str, _str)
+    conv.register_structure_hook(int, _int)
+    conv.register_structure_hook(float, _float)
+    conv.register_structure_hook(bool, _bool)
+    conv.register_structure_hook(enum.Enum, _structure_enum)
+    conv.register_structure_hook(enum.StrEnum, _structure_enum)
     conv.register_structure_hook(typing.Any, _any)
-    conv.register_structure_hook_factory(_is_enum, _make_enum_hook)
-    conv.register_unstructure_hook_func(_is_enum, lambda member: member.value)
+    conv.register_unstructure_hook(enum.Enum, _enum_value)
+    conv.register_unstructure_hook(enum.StrEnum, _enum_value)
     conv.register_structure_hook(dt.datetime, _datetime)
     conv.register_unstructure_hook(dt.datetime, lambda v: v.isoformat())
     conv.register_structure_hook(dt.timedelta, lambda v, _: parse_duration(v))
@@ -397,7 +402,8 @@ def struct_errors(
     """Flatten a cattrs error tree into ``(path, kind, message)`` triples.
 
     ``kind`` is ``"unknown"`` for a forbidden extra key (the path then ends with the key),
-    ``"missing"`` for a required key, and ``"type"`` otherwise.
+    ``"missing"`` for a required key, ``"value"`` for a well-typed but wrong value (a bad
+    duration, an unknown task type or enum value) and ``"type"`` otherwise.
     """
     out: list[tuple[tuple[str | int, ...], str, str]] = []
     if isinstance(exc, ClassValidationError | IterableValidationError):
@@ -419,4 +425,5 @@ def struct_errors(
         return [(path, "missing", f"missing required key {name!r}")]
     if isinstance(exc, _MissingTypeKey):
         return [(path, "missing", str(exc))]
-    return [(path, "type", str(exc))]
+    # a wrong value (bad duration, unknown enum value) is well-formed but wrong
+    return [(path, "value" if isinstance(exc, ValueError) else "type", str(exc))]

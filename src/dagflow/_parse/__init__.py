@@ -15,7 +15,7 @@ from cattrs.errors import BaseValidationError
 from .._errors import CycleDetected, ParseError, Problem, ValidationError
 from .._models import JoinRule, RetryPolicy, TaskDefinition, WorkflowDefinition
 from .._serde import make_converter, struct_errors
-from ._load import DEFAULT_LIMITS, ParseLimits, Positions, load_data, positions_for
+from ._load import DEFAULT_LIMITS, ParseLimits, Positions, load_data, positions_for, relocate
 from ._validate import Report, check
 
 __all__ = [
@@ -111,9 +111,12 @@ class DefaultWorkflowParser:
 
     def _structure(self, raw: Any, text: str, filename: str | None) -> WorkflowDefinition:
         if not isinstance(raw, dict):
+            positions = _positions(text, self.limits)
+            where = positions.locate(()) if positions else None
+            line, col = where if where else (1, 1)
             raise ParseError([Problem(
                 "a workflow file must be a mapping with 'id' and 'tasks' at the top level",
-                filename, 1, 1,
+                filename, line, col,
             )])
         tasks = raw.get("tasks")
         if isinstance(tasks, list) and len(tasks) > self.limits.max_tasks:
@@ -121,7 +124,7 @@ class DefaultWorkflowParser:
                 f"{len(tasks)} tasks is over the limit of {self.limits.max_tasks} "
                 "(raise ParseLimits.max_tasks to allow it)", filename,
             )])
-        _check_depth(raw, self.limits.max_depth, filename)
+        _check_depth(raw, self.limits, text, filename)
         converter = make_converter(self.task_types)
         try:
             return converter.structure(raw, WorkflowDefinition)
@@ -132,18 +135,27 @@ class DefaultWorkflowParser:
         except RecursionError:
             raise ParseError([Problem("document nests too deeply", filename)]) from None
         positions = _positions(text, self.limits)
+        # "missing key 'tasks'" says nothing new next to "unknown key 'taks' (did you mean
+        # 'tasks'?)" in the same mapping
+        suggested = {(path[:-1], m.rsplit("'", 2)[-2]) for path, kind, m in found
+                     if kind == "unknown" and "did you mean" in m}
         problems = []
         for path, kind, message in found:
+            if kind == "missing" and path and (path[:-1], path[-1]) in suggested:
+                continue
             where = positions.locate(path, key=kind == "unknown") if positions else None
             line, col = where if where else (None, None)
             problems.append(Problem(message, filename, line, col, path))
         problems.sort(key=_order)
-        if all("unknown task type" in p.message for p in problems):
+        # wrong shapes and types are parse errors; right types with wrong values (an
+        # unknown task type, a bad duration) are validation errors
+        if all(kind == "value" for _, kind, _ in found):
             raise ValidationError(problems)
         raise ParseError(problems)
 
 
-def _check_depth(raw: dict[str, Any], limit: int, filename: str | None) -> None:
+def _check_depth(raw: dict[str, Any], limits: ParseLimits, text: str,
+                 filename: str | None) -> None:
     """JSON has no depth limit of its own below the recursion limit; free-form values
     (variables, plugin config) are the only places deep nesting can hide."""
     stack: list[tuple[Any, int]] = [(raw.get("variables"), 1)]
@@ -154,10 +166,12 @@ def _check_depth(raw: dict[str, Any], limit: int, filename: str | None) -> None:
                 config = task["type"].get("config")
                 if isinstance(config, dict | list) and config:
                     stack.append((config, 4))
+    limit = limits.max_depth
     while stack:
         value, depth = stack.pop()
         if depth > limit:
-            raise ParseError([Problem(f"nesting deeper than {limit} levels", filename)])
+            where = relocate(text, limits, filename)
+            raise ParseError([where or Problem(f"nesting deeper than {limit} levels", filename)])
         if isinstance(value, dict):
             stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
         elif isinstance(value, list):

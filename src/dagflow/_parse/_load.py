@@ -307,24 +307,35 @@ def _load_json(text: str, filename: str | None, limits: ParseLimits) -> Any:
             [Problem(f"invalid JSON: {exc.msg}", filename, exc.lineno, exc.colno)]
         ) from None
     except _DuplicateKey as exc:
-        where = _relocate(text, limits)
+        where = relocate(text, limits, filename)
         message = f"duplicate key {exc.args[0]!r}"
         raise ParseError([where or Problem(message, filename)]) from None
     except RecursionError:
-        raise ParseError(
-            [Problem(f"nesting deeper than {limits.max_depth} levels", filename)]
-        ) from None
+        where = relocate(text, limits, filename)
+        message = f"nesting deeper than {limits.max_depth} levels"
+        raise ParseError([where or Problem(message, filename)]) from None
     except ValueError as exc:  # NaN/Infinity, or an integer with too many digits
+        for token in _BAD_TOKEN.finditer(text):
+            bad = token.group(1)
+            if bad:
+                what = (f"{bad} is not allowed: numbers must be finite" if bad[-1] in "Ny"
+                        else "integer has too many digits")
+                raise _problem_at(text, token.start(1), what, filename) from None
         raise ParseError([Problem(f"invalid JSON: {exc}", filename)]) from None
 
 
-def _relocate(text: str, limits: ParseLimits) -> Problem | None:
+# strings are matched whole so that a "NaN" inside one is skipped; group 1 is a bare
+# constant or a number with more digits than int() converts
+_BAD_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN|-?\d{4300,})')
+
+
+def relocate(text: str, limits: ParseLimits, filename: str | None) -> Problem | None:
     """Find a JSON problem's line by reading the text as YAML (JSON is YAML 1.2)."""
     try:
         _build_yaml(text, limits, Positions())
     except _Fail as exc:
         if exc.mark is not None:
-            return Problem(exc.message, None, exc.mark.line + 1, exc.mark.column + 1)
+            return Problem(exc.message, filename, exc.mark.line + 1, exc.mark.column + 1)
     except YAMLError:
         return None
     return None
@@ -396,7 +407,8 @@ def load_data(
         col = mark.column + 1 if mark is not None else None
         raise ParseError([Problem(exc.message, filename, line, col)]) from None
     except MarkedYAMLError as exc:
-        raise ParseError([_yaml_problem(exc, filename)]) from None
+        raise ParseError([_yaml_problem(exc, filename, text)]) from None
+
     except YAMLError as exc:  # ReaderError: has a character position, not a line
         position = getattr(exc, "position", None)
         message = f"invalid YAML: {getattr(exc, 'reason', None) or exc}"
@@ -422,9 +434,13 @@ def _only_comments(text: str) -> bool:
     return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
 
 
-def _yaml_problem(exc: MarkedYAMLError, filename: str | None) -> Problem:
+def _yaml_problem(exc: MarkedYAMLError, filename: str | None, text: str) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or "invalid YAML"
+    index = getattr(mark, "index", None)
+    if isinstance(index, int) and 0 <= index < len(text) and text[index] == "\t":
+        problem = "found a tab: YAML indentation must use spaces, not tabs"
+        return Problem(problem, filename, mark.line + 1, mark.column + 1)
     if exc.context and exc.context_mark is not None and exc.context_mark is not mark:
         problem = f"{problem} ({exc.context} at line {exc.context_mark.line + 1})"
     elif exc.context:
