@@ -112,11 +112,10 @@ class DefaultWorkflowParser:
     def _structure(self, raw: Any, text: str, filename: str | None) -> WorkflowDefinition:
         if not isinstance(raw, dict):
             positions = _positions(text, self.limits)
-            where = positions.locate(()) if positions else None
-            line, col = where if where else (1, 1)
+            where = (positions.locate(()) if positions else None) or (1, 1)
             raise ParseError([Problem(
                 "a workflow file must be a mapping with 'id' and 'tasks' at the top level",
-                filename, line, col,
+                filename, *where,
             )])
         tasks = raw.get("tasks")
         if isinstance(tasks, list) and len(tasks) > self.limits.max_tasks:
@@ -144,8 +143,7 @@ class DefaultWorkflowParser:
             if kind == "missing" and path and (path[:-1], path[-1]) in suggested:
                 continue
             where = positions.locate(path, key=kind == "unknown") if positions else None
-            line, col = where if where else (None, None)
-            problems.append(Problem(message, filename, line, col, path))
+            problems.append(Problem(message, filename, *(where or (None, None)), path))
         problems.sort(key=_order)
         # wrong shapes and types are parse errors; right types with wrong values (an
         # unknown task type, a bad duration) are validation errors
@@ -190,8 +188,7 @@ def _place(problems: Iterable[Problem], positions: Positions | None,
            filename: str | None) -> list[Problem]:
     out = []
     for p in problems:
-        where = positions.locate(p.path) if positions else None
-        line, col = where if where else (None, None)
+        line, col = (positions.locate(p.path) if positions else None) or (None, None)
         out.append(attrs.evolve(p, file=filename, line=line, col=col))
     out.sort(key=_order)
     return out

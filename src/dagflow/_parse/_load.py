@@ -297,7 +297,7 @@ def _no_constants(name: str) -> Any:
 
 
 def _load_json(text: str, filename: str | None, limits: ParseLimits) -> Any:
-    bad = _MAYBE_SURROGATE.search(text) and _LONE_SURROGATE.search(text)
+    bad = _LONE_SURROGATE.search(text) if _MAYBE_SURROGATE.search(text) else None
     if bad:
         raise _problem_at(text, bad.start(), "lone surrogate escape in a string", filename)
     try:
