@@ -142,8 +142,8 @@ class DefaultWorkflowParser:
         for path, kind, message in found:
             if kind == "missing" and path and (path[:-1], path[-1]) in suggested:
                 continue
-            where = positions.locate(path, key=kind == "unknown") if positions else None
-            problems.append(Problem(message, filename, *(where or (None, None)), path))
+            spot = positions.locate(path, key=kind == "unknown") if positions else None
+            problems.append(Problem(message, filename, *(spot or (None, None)), path))
         problems.sort(key=_order)
         # wrong shapes and types are parse errors; right types with wrong values (an
         # unknown task type, a bad duration) are validation errors

@@ -316,10 +316,10 @@ def _load_json(text: str, filename: str | None, limits: ParseLimits) -> Any:
         raise ParseError([where or Problem(message, filename)]) from None
     except ValueError as exc:  # NaN/Infinity, or an integer with too many digits
         for token in _BAD_TOKEN.finditer(text):
-            bad = token.group(1)
-            if bad:
-                what = (f"{bad} is not allowed: numbers must be finite" if bad[-1] in "Ny"
-                        else "integer has too many digits")
+            constant = token.group(1)
+            if constant:
+                what = (f"{constant} is not allowed: numbers must be finite"
+                        if constant[-1] in "Ny" else "integer has too many digits")
                 raise _problem_at(text, token.start(1), what, filename) from None
         raise ParseError([Problem(f"invalid JSON: {exc}", filename)]) from None
 
