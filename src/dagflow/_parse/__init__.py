@@ -143,7 +143,8 @@ class DefaultWorkflowParser:
             if kind == "missing" and path and (path[:-1], path[-1]) in suggested:
                 continue
             spot = positions.locate(path, key=kind == "unknown") if positions else None
-            problems.append(Problem(message, filename, *(spot or (None, None)), path))
+            line, col = spot or (None, None)
+            problems.append(Problem(message, filename, line, col, path))
         problems.sort(key=_order)
         # wrong shapes and types are parse errors; right types with wrong values (an
         # unknown task type, a bad duration) are validation errors
