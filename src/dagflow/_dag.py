@@ -128,7 +128,10 @@ class WorkflowDag:
                     best, arg = finish[p], p
             finish[node] = best + weight[node]
             via[node] = arg
-        end = max(range(len(finish)), key=finish.__getitem__)
+        # among equal finishes take the last in topological order, so a path runs on
+        # through zero-weight tasks to the end of the workflow
+        order = self._order()
+        end = max(reversed(order), key=finish.__getitem__)
         path = [end]
         while via[path[-1]] >= 0:
             path.append(via[path[-1]])

@@ -211,12 +211,18 @@ def plan(file: str, variables: tuple[str, ...], durations: str | None, as_json: 
         except (OSError, ValueError, AttributeError, TypeError) as exc:
             _fail(f"--durations {durations}: expected a JSON object of numbers ({exc})")
     length, path = dag.critical_path(weights)
+    names = {"id": wf.id, "name": wf.name}
+    overrides = _vars(variables)
     unresolved = None
     try:
-        resolved = resolve_variables(wf.variables, _vars(variables), os.environ,
-                                     {"id": wf.id, "name": wf.name})
+        resolved = resolve_variables(wf.variables, overrides, os.environ, names)
     except ExprError as exc:
-        resolved, unresolved = {}, str(exc)
+        unresolved = str(exc)
+        try:
+            resolved = resolve_variables(wf.variables, overrides, os.environ, names,
+                                         partial=True)
+        except ExprError:
+            resolved = {}
     limit = wf.config.max_parallel_tasks
     result = {
         "workflow": wf.id,

@@ -37,6 +37,8 @@ def resolve_variables(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     workflow: Mapping[str, str] | None = None,
+    *,
+    partial: bool = False,
 ) -> dict[str, Any]:
     """Return every variable with its references replaced.
 
@@ -46,6 +48,8 @@ def resolve_variables(
         environ: The environment for ``${env.X}`` and bare names (default: none).
         workflow: Values for ``${workflow.id}``, ``${workflow.name}`` and
             ``${workflow.instance_id}``.
+        partial: Leave unresolvable references as written (``${X}``) instead of raising;
+            for previews such as ``dagflow plan``.
 
     Raises:
         UnresolvedVariables: A reference resolves nowhere.
@@ -86,7 +90,7 @@ def resolve_variables(
                         value = value[part]
                     else:
                         missing.setdefault(owner, []).append(ref.text)
-                        return None
+                        return "${" + ref.text + "}" if partial else None
                 return value
             if len(ref.parts) == 1 and head in environ:
                 return environ[head]
@@ -97,7 +101,7 @@ def resolve_variables(
             raise ExprError(f"variable {owner!r} cannot use '${{{ref.text}}}': variables are "
                             "resolved before any task runs")
         missing.setdefault(owner, []).append(ref.text)
-        return None
+        return "${" + ref.text + "}" if partial else None
 
     def resolve(value: Any, owner: str) -> Any:
         if isinstance(value, str):
@@ -117,7 +121,7 @@ def resolve_variables(
     for name in definition:
         if name not in overrides:
             value_of(name)
-    if missing:
+    if missing and not partial:
         raise UnresolvedVariables(missing)
     return resolved
 
