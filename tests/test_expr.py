@@ -329,7 +329,7 @@ def test_membership_on_lists_and_strings(text: str, expected: bool) -> None:
 
 def test_membership_on_a_referenced_list_and_mapping() -> None:
     """``in`` works on list values and mapping keys that come from references."""
-    assert evaluate('${env} in ${allowed}', env="prod", allowed=["dev", "prod"]) is True
+    assert evaluate("${target} in ${allowed}", target="prod", allowed=["dev", "prod"]) is True
     assert evaluate('"k" in ${m}', m={"k": 1}) is True
     assert evaluate('"v" not in ${m}', m={"k": "v"}) is True
 
@@ -421,14 +421,26 @@ def test_parsed_condition_is_a_reusable_value() -> None:
         ("true in [1]", False),
         ("1 in [true]", False),
         ("0 not in [false]", True),
-        ("[1] == [true]", False),
-        ("[0] != [false]", True),
-        ("[1] in [[true]]", False),
     ],
 )
 def test_booleans_are_not_numbers(text: str, expected: bool) -> None:
-    """Unlike Python, ``1 == true`` is false, also inside lists; ``1 == 1.0`` is true."""
+    """Unlike Python, ``1 == true`` is false; ``1 == 1.0`` is true."""
     assert evaluate(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[1] == [true]", False),
+        ("[0] != [false]", True),
+        ("[1] in [[true]]", False),
+        ("[1.0] == [1]", True),
+        ("${m} == ${n}", False),
+    ],
+)
+def test_booleans_are_not_numbers_inside_lists_and_mappings(text: str, expected: bool) -> None:
+    """The ``1 != true`` rule also holds for items of lists and values of mappings."""
+    assert evaluate(text, m={"k": 1}, n={"k": True}) is expected
 
 
 @pytest.mark.parametrize(
