@@ -228,16 +228,16 @@ def _eval(node: Node, resolve: Callable[[Ref], Any]) -> Any:
 
 def _compare(op: str, left: Any, right: Any) -> bool:
     if op == "==":
-        return bool(_same_kind(left, right) and left == right)
+        return _equal(left, right)
     if op == "!=":
-        return not (_same_kind(left, right) and left == right)
+        return not _equal(left, right)
     if op in ("in", "not in"):
         if isinstance(right, str):
             if not isinstance(left, str):
                 raise ExprError(f"'{op}' a string needs a string on the left, got {left!r}")
             found = left in right
         elif isinstance(right, list | dict):
-            found = any(_same_kind(left, r) and left == r for r in right)
+            found = any(_equal(left, r) for r in right)
         else:
             raise ExprError(f"'{op}' needs a list, string or mapping on the right, got {right!r}")
         return found if op == "in" else not found
@@ -257,11 +257,16 @@ def _compare(op: str, left: Any, right: Any) -> bool:
     return bool(left >= right)
 
 
-def _same_kind(left: Any, right: Any) -> bool:
-    """``1 == true`` is false here (unlike Python); ``1 == 1.0`` is true."""
+def _equal(left: Any, right: Any) -> bool:
+    """``1 == true`` is false here (unlike Python), also inside lists and mappings;
+    ``1 == 1.0`` is true."""
     if isinstance(left, bool) or isinstance(right, bool):
-        return isinstance(left, bool) and isinstance(right, bool)
-    return True
+        return isinstance(left, bool) and isinstance(right, bool) and left is right
+    if isinstance(left, list | tuple) and isinstance(right, list | tuple):
+        return len(left) == len(right) and all(map(_equal, left, right))
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_equal(v, right[k]) for k, v in left.items())
+    return bool(left == right)
 
 
 def _collect_refs(node: Node, out: list[Ref]) -> None:
