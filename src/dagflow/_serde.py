@@ -29,7 +29,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._models import BUILTIN_TASK_TYPES, StateTransition, TaskType
+from ._models import BUILTIN_TASK_TYPES, StateTransition, TaskDefinition, TaskType
 
 __all__ = [
     "format_duration",
@@ -75,20 +75,26 @@ def parse_duration(value: object) -> dt.timedelta:
 
 
 def format_duration(value: dt.timedelta) -> str:
-    """Write a timedelta as ISO 8601 (``PT1H30M``); the inverse of :func:`parse_duration`."""
-    total = value.total_seconds()
-    sign = "-" if total < 0 else ""
-    days, rest = divmod(abs(total), 86_400)
+    """Write a timedelta as ISO 8601 (``PT1H30M``); the inverse of :func:`parse_duration`.
+
+    Exact to the microsecond: integer arithmetic, no float formatting.
+    """
+    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), 1_000_000)
+    days, rest = divmod(whole, 86_400)
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
-    out = f"{sign}P{int(days)}D" if days else f"{sign}P"
+    out = f"{sign}P{days}D" if days else f"{sign}P"
     time = ""
     if hours:
-        time += f"{int(hours)}H"
+        time += f"{hours}H"
     if minutes:
-        time += f"{int(minutes)}M"
-    if seconds or (not days and not time):
-        time += f"{seconds:g}S" if seconds != int(seconds) else f"{int(seconds)}S"
+        time += f"{minutes}M"
+    if frac:
+        time += f"{seconds}.{frac:06d}".rstrip("0") + "S"
+    elif seconds or (not days and not time):
+        time += f"{seconds}S"
     return out + ("T" + time if time else "")
 
 
@@ -256,18 +262,21 @@ def _Note(index: int | str) -> IterableValidationNote:
 # --------------------------------------------------------------------------- task types
 
 
+_FastHook = tuple[frozenset[str], Callable[[Any, Any], Any]]
+
+
 def _make_task_type_hooks(
     converter: cattrs.Converter, registry: Mapping[str, type[Any]]
-) -> None:
+) -> Callable[[str], tuple[type[Any], _FastHook] | None]:
     names = sorted(registry)
     by_class = {cls: name for name, cls in registry.items()}
     # per class: the keys it accepts (plus "type") and a structure function that does not
     # reject "type" as an extra key; used when a mapping has no unknown key at all
     # built on first use: generating them here would fix nested TaskType fields (a Loop's
     # task_template) before the TaskType hook below is registered
-    fast_hooks: dict[type[Any], tuple[frozenset[str], Callable[[Any, Any], Any]]] = {}
+    fast_hooks: dict[type[Any], _FastHook] = {}
 
-    def fast_hook(cls: type[Any]) -> tuple[frozenset[str], Callable[[Any, Any], Any]] | None:
+    def fast_hook(cls: type[Any]) -> _FastHook | None:
         got = fast_hooks.get(cls)
         if got is None and attrs.has(cls):
             got = fast_hooks[cls] = (
@@ -277,6 +286,15 @@ def _make_task_type_hooks(
         return got
 
     def structure_task_type(value: Any, _: Any) -> Any:
+        if type(value) is dict:  # the hot path: a known type and no unknown key
+            name = value.get("type")
+            cls = registry.get(name) if type(name) is str else None
+            fast = fast_hooks.get(cls) if cls is not None else None
+            if fast is not None and value.keys() <= fast[0]:
+                return fast[1](value, cls)
+        return structure_task_type_checked(value)
+
+    def structure_task_type_checked(value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise TypeError(
                 f"expected a mapping with a 'type' key (one of {', '.join(names)}), "
@@ -300,12 +318,16 @@ def _make_task_type_hooks(
         rest = {k: v for k, v in value.items() if k != "type"}
         return converter.structure(rest, cls)
 
-    plain = {cls: make_dict_unstructure_fn(cls, converter) for cls in by_class}
+    # built on first use, for the same reason as fast_hooks: a Loop's task_template holds
+    # a TaskType field whose hook must already be registered when Loop's is generated
+    plain: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
 
     def unstructure_task_type(value: Any) -> dict[str, Any]:
         cls = type(value)
         name = by_class.get(cls) or getattr(cls, "type_name", cls.__name__)
-        fields = plain.get(cls) or make_dict_unstructure_fn(cls, converter)
+        fields = plain.get(cls)
+        if fields is None:
+            fields = plain[cls] = make_dict_unstructure_fn(cls, converter)
         return {"type": name, **fields(value)}
 
     # a predicate, not a class: singledispatch would send the subclasses here too
@@ -314,6 +336,49 @@ def _make_task_type_hooks(
         lambda t: isinstance(t, type) and (t is TaskType or t in by_class),
         unstructure_task_type,
     )
+
+    def by_name(name: str) -> tuple[type[Any], _FastHook] | None:
+        cls = registry.get(name)
+        fast = fast_hook(cls) if cls is not None else None
+        return (cls, fast) if cls is not None and fast is not None else None
+
+    return by_name
+
+
+_PLAIN_TASK_KEYS = frozenset({"id", "type", "name", "depends_on"})
+
+
+def _make_task_hook(
+    converter: cattrs.Converter,
+    task_type_by_name: Callable[[str], tuple[type[Any], _FastHook] | None],
+) -> None:
+    """Tasks with only ``id``, ``type``, ``name`` and ``depends_on`` (most of a big
+    generated workflow) are built directly; anything else, and anything wrong, goes
+    through the generated hook, which reports every problem with its path."""
+    full = make_dict_structure_fn(TaskDefinition, converter)
+    fast_types: dict[str, tuple[type[Any], _FastHook] | None] = {}
+
+    def structure_task(value: Any, cls: Any) -> TaskDefinition:
+        if type(value) is dict and value.keys() <= _PLAIN_TASK_KEYS:
+            try:  # any surprise (a missing key, an unhashable name) -> the full hook
+                task_id = value["id"]
+                name = value.get("name", task_id)
+                deps = value.get("depends_on", ())
+                kind = value["type"]
+                type_name = kind["type"]
+                fast = fast_types.get(type_name)
+                if fast is None:
+                    fast = fast_types[type_name] = task_type_by_name(type_name)
+                if (fast is not None and type(task_id) is str and type(name) is str
+                        and type(kind) is dict and kind.keys() <= fast[1][0]
+                        and (deps == () or (type(deps) is list
+                                            and set(map(type, deps)) <= _ONLY_STR))):
+                    return TaskDefinition(task_id, fast[1][1](kind, fast[0]), name, tuple(deps))
+            except Exception:
+                pass
+        return full(value, cls)
+
+    converter.register_structure_hook(TaskDefinition, structure_task)
 
 
 class _MissingTypeKey(KeyError):
@@ -382,7 +447,8 @@ def _build(registry: Mapping[str, type[Any]]) -> cattrs.Converter:
         _is_var_tuple, lambda t: lambda v: [conv.unstructure(i) for i in v]
     )
     conv.register_structure_hook(str | tuple[typing.Any, ...], _structure_items(conv))
-    _make_task_type_hooks(conv, registry)
+    task_type_by_name = _make_task_type_hooks(conv, registry)
+    _make_task_hook(conv, task_type_by_name)
     # the seed serialises StateTransition with "from"/"to"
     frm, to = override(rename="from"), override(rename="to")
     conv.register_structure_hook(

@@ -35,12 +35,17 @@ class ParseLimits:
         max_depth: Deepest nesting of mappings and lists.
         max_tasks: Most tasks in one workflow.
         max_string_length: Longest single string value, in characters.
+        max_pure_fallback_bytes: The C parser (libyaml) refuses a few valid YAML 1.2
+            forms, such as ``{url: https://x}`` in flow style; files up to this size
+            that it refuses are read again by ruamel's pure-Python parser (about 8 s per
+            MB), which decides. Larger files get the C parser's verdict.
     """
 
     max_bytes: int = 32 * 1024 * 1024
     max_depth: int = 64
     max_tasks: int = 200_000
     max_string_length: int = 1_000_000
+    max_pure_fallback_bytes: int = 1024 * 1024
 
 
 DEFAULT_LIMITS = ParseLimits()
@@ -141,8 +146,8 @@ def _resolve_plain(value: str, mark: Any) -> Any:
     return value
 
 
-def _events(text: str) -> Iterator[Any]:
-    if _CParser is not None:
+def _events(text: str, pure: bool = False) -> Iterator[Any]:
+    if _CParser is not None and not pure:
         parser = _CParser(text)
         get = parser.get_event
         while True:
@@ -167,7 +172,8 @@ class _Map:
         self.key_mark: Any = None
 
 
-def _build_yaml(text: str, limits: ParseLimits, track: Positions | None) -> Any:
+def _build_yaml(text: str, limits: ParseLimits, track: Positions | None,
+                pure: bool = False) -> Any:
     """Events -> dicts/lists/scalars, refusing what a workflow file never needs."""
     stack: list[Any] = []  # _Map or list
     root: Any = None
@@ -178,7 +184,7 @@ def _build_yaml(text: str, limits: ParseLimits, track: Positions | None) -> Any:
     scalar_t, map_t, seq_t = _ev.ScalarEvent, _ev.MappingStartEvent, _ev.SequenceStartEvent
     end_t = (_ev.MappingEndEvent, _ev.SequenceEndEvent)
 
-    for event in _events(text):
+    for event in _events(text, pure):
         cls = type(event)
         if cls is scalar_t or cls is map_t or cls is seq_t:
             if event.anchor is not None:
@@ -262,6 +268,25 @@ def _build_yaml(text: str, limits: ParseLimits, track: Positions | None) -> Any:
             if getattr(event, "tags", None):
                 raise _Fail("%TAG directives are not allowed", event.start_mark)
     return root
+
+
+def _build_text(text: str, limits: ParseLimits, track: Positions | None) -> Any:
+    """:func:`_build_yaml` with the C parser, and the pure one where they disagree."""
+    try:
+        return _build_yaml(text, limits, track)
+    except MarkedYAMLError as exc:
+        if _CParser is None or len(text) > limits.max_pure_fallback_bytes:
+            raise
+        c_error = exc
+    # libyaml follows YAML 1.1 in places (':' inside flow scalars): the pure parser is
+    # the reference for YAML 1.2; when it fails too, libyaml's message is the clearer one
+    if track is not None:
+        track.keys.clear()
+        track.values.clear()
+    try:
+        return _build_yaml(text, limits, track, pure=True)
+    except MarkedYAMLError:
+        raise c_error from None
 
 
 def _pos(mark: Any) -> tuple[int, int]:
@@ -400,7 +425,7 @@ def load_data(
     if format == "json":
         return _load_json(text, filename, limits), text
     try:
-        return _build_yaml(text, limits, None), text
+        return _build_text(text, limits, None), text
     except _Fail as exc:
         mark = exc.mark
         line = mark.line + 1 if mark is not None else None
@@ -424,7 +449,7 @@ def positions_for(text: str, limits: ParseLimits) -> Positions | None:
     """Parse ``text`` again, recording where every key and value is."""
     track = Positions()
     try:
-        _build_yaml(text, limits, track)
+        _build_text(text, limits, track)
     except (_Fail, YAMLError, RecursionError):
         return None
     return track
