@@ -156,7 +156,7 @@ def test_help_teaches_with_examples(args: list[str]) -> None:
     """Every command's ``--help`` exits 0 and shows an example invocation."""
     result = dagflow(*args)
     assert result.returncode == 0
-    assert "dagflow " in result.stdout and "xample" in result.stdout or "Quick start" in \
+    assert ("dagflow " in result.stdout and "xample" in result.stdout) or "Quick start" in \
         result.stdout
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -200,7 +201,7 @@ def test_critical_path_without_durations_counts_steps(seed: WorkflowDag) -> None
 
 def test_critical_path_follows_durations(seed: WorkflowDag) -> None:
     """A slow task moves the critical path onto its branch."""
-    durations = {task_id: 1.0 for task_id in seed.ids}
+    durations = dict.fromkeys(seed.ids, 1.0)
     durations["validate-manifest"] = 1000.0
     length, path = seed.critical_path(durations)
     assert length == 1005.0
@@ -238,7 +239,7 @@ def test_critical_path_is_a_real_path() -> None:
     length, path = dag.critical_path(durations)
     assert path == ("a", "c", "d")
     assert length == sum(durations[t] for t in path) == 5
-    for up, down in zip(path, path[1:], strict=False):
+    for up, down in itertools.pairwise(path):
         assert up in dag.dependencies(down)
 
 
@@ -309,7 +310,7 @@ def test_remaining_path_bounds_the_critical_path(tasks: list[tuple[str, list[str
     length, path = dag.critical_path()
     assert length == max(dag.remaining_path()) == len(path)
     assert length == len(dag.execution_batches)
-    for up, down in zip(path, path[1:], strict=False):
+    for up, down in itertools.pairwise(path):
         assert up in dag.dependencies(down)
 
 
@@ -333,7 +334,7 @@ def assert_real_cycle(path: tuple[str, ...], deps: dict[str, list[str]]) -> None
     assert len(path) >= 3, path
     assert path[0] == path[-1]
     assert len(set(path[:-1])) == len(path) - 1, "each task appears once"
-    for up, down in zip(path, path[1:], strict=False):
+    for up, down in itertools.pairwise(path):
         assert up in deps[down], f"{down} does not depend on {up}"
 
 

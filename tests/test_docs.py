@@ -22,7 +22,7 @@ def _blocks() -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("where", "code"), _blocks(), ids=[w for w, _ in _blocks()])
 def test_python_blocks_in_docs_run(where: str, code: str) -> None:
     """Each ```python block of docs/*.md runs without error."""
-    exec(compile(code, where, "exec"), {"__name__": "__docs__"})  # noqa: S102
+    exec(compile(code, where, "exec"), {"__name__": "__docs__"})
 
 
 def test_getting_started_has_code() -> None:

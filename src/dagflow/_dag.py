@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Mapping, Sequence
+from itertools import accumulate, chain
 from typing import Any
 
 import attrs
@@ -162,6 +163,7 @@ class Analysis:
         index: Task id -> position (first occurrence wins).
         parents: For each task, the indexes it waits for (explicit and implicit).
         duplicates: ``(index, first index)`` for every repeated task id.
+        repeated: Tasks that list a dependency more than once (kept once in ``parents``).
         unknown: Problems for dependencies that name no task.
         cycle: Task indexes around a cycle, upstream first and closed, or ``()``.
         dag: The graph, when there is no unknown dependency and no cycle.
@@ -170,6 +172,7 @@ class Analysis:
     index: dict[str, int]
     parents: list[list[int]]
     duplicates: list[tuple[int, int]]
+    repeated: list[int]
     unknown: list[Problem]
     cycle: list[int]
     dag: WorkflowDag | None
@@ -190,39 +193,57 @@ def analyze(workflow: WorkflowDefinition) -> Analysis:
     duplicates: list[tuple[int, int]] = []
     if len(index) != n:
         duplicates = [(i, index[t]) for i, t in enumerate(ids) if index[t] != i]
-    parents: list[list[int]] = [[] for _ in range(n)]
     unknown: list[Problem] = []
+    repeated: list[int] = []
     lookup = index.get
-    for i, task in enumerate(tasks):
-        deps = task.depends_on
-        if deps:
-            found = list(map(lookup, deps))
-            # the common case in one check: all known, none is itself, no repeats
-            if None in found or i in found or (len(found) > 1 and len(set(found)) != len(found)):
+    # all dependencies at once, so the common case runs in C-level maps: look every id
+    # up, then cut the flat list back into one list per task
+    dep_lists = [t.depends_on for t in tasks]
+    flat = list(chain.from_iterable(dep_lists))
+    found = list(map(lookup, flat))
+    ends = list(accumulate(map(len, dep_lists)))
+    cut: Any = found.__getitem__  # typed loosely: mypy cannot pick the slice overload
+    parents: list[list[int]] = list(map(cut, map(slice, [0, *ends], ends)))
+    if None in found:
+        parents = [[] for _ in range(n)]  # rebuilt below, reporting each unknown id
+        for i, task in enumerate(tasks):
+            if task.depends_on:
                 _add_dep(parents[i], i, task, index, unknown)
-            else:
-                parents[i] = found  # type: ignore[assignment]  # no None, checked above
-        kind = task.type
-        if isinstance(kind, Conditional):
-            for branch in (kind.true_branch, kind.false_branch):
-                for target in branch:
-                    t = lookup(target)
-                    if t is not None and t != i and i not in parents[t]:
-                        parents[t].append(i)
-    cycle: list[int] = []
-    if all(not ps or max(ps) < i for i, ps in enumerate(parents)):
-        # every dependency is written before its dependent (the usual way): levels in one
-        # pass, and no cycle is possible
-        level = [0] * n
-        get = level.__getitem__
+    elif sum(map(len, map(set, parents))) != len(flat):  # a task lists a dependency twice
         for i, ps in enumerate(parents):
-            if ps:
-                level[i] = max(map(get, ps)) + 1
+            if len(set(ps)) != len(ps):
+                repeated.append(i)
+                parents[i] = list(dict.fromkeys(ps))
+    kinds = [t.type for t in tasks]
+    if any(issubclass(k, Conditional) for k in set(map(type, kinds))):
+        for i, kind in enumerate(kinds):
+            if isinstance(kind, Conditional):
+                for branch in (kind.true_branch, kind.false_branch):
+                    for target in branch:
+                        t = lookup(target)
+                        if t is not None and t != i and i not in parents[t]:
+                            parents[t].append(i)
+    cycle: list[int] = []
+    # when every dependency is written before its dependent (the usual way), levels take
+    # one pass and no cycle is possible; otherwise Kahn's algorithm sorts it out
+    level = [0] * n
+    get = level.__getitem__
+    in_order = True
+    for i, ps in enumerate(parents):
+        if ps:
+            if max(ps) >= i:
+                in_order = False
+                break
+            level[i] = max(map(get, ps)) + 1
+    if in_order:
         buckets: list[list[str]] = [[] for _ in range(max(level, default=-1) + 1)]
-        for i, lv in enumerate(level):
-            buckets[lv].append(ids[i])
+        for task_id, lv in zip(ids, level, strict=True):
+            buckets[lv].append(task_id)
         batches = [tuple(b) for b in buckets]
     else:
+        for i, ps in enumerate(parents):
+            if i in ps:  # reported as "depends on itself", not as a cycle
+                ps.remove(i)
         level, batches, left = _kahn(parents, ids)
         if left:
             cycle = find_cycle(parents, left)
@@ -240,7 +261,7 @@ def analyze(workflow: WorkflowDefinition) -> Analysis:
         if key not in _BUILT:
             _BUILT[key] = dag
             weakref.finalize(workflow, _BUILT.pop, key, None)
-    return Analysis(index, parents, duplicates, unknown, cycle, dag)
+    return Analysis(index, parents, duplicates, repeated, unknown, cycle, dag)
 
 
 def _kahn(parents: list[list[int]], ids: tuple[str, ...]

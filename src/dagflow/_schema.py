@@ -257,8 +257,9 @@ def _type_name(prop: Mapping[str, Any]) -> str:
         return f"mapping to {_type_name(prop.get('additionalProperties', {}))}"
     if isinstance(kind, list):
         return "text" if "string" in kind else "/".join(kind)
-    return {"string": "text", "integer": "integer", "number": "number",
-            "boolean": "boolean", "null": "null", "any": "any value"}.get(kind, kind)
+    names = {"string": "text", "integer": "integer", "number": "number",
+             "boolean": "boolean", "null": "null", "any": "any value"}
+    return names.get(str(kind), str(kind))
 
 
 def _options(prop: Mapping[str, Any]) -> list[Mapping[str, Any]]:

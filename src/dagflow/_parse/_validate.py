@@ -102,30 +102,68 @@ def _leaves(hint: Any) -> Iterator[Any]:
 
 def _check_fields(obj: Any, path: Path, report: Report) -> None:
     """Apply the metadata rules (range, pattern, length, enum) of ``obj``'s own fields."""
-    for name, meta in _plan(obj.__class__)[0]:
+    for name, meta, ok in _predicates(obj.__class__):
         value = getattr(obj, name)
-        if value is None:
+        if value is None or ok(value):
             continue
-        where = (*path, name)
-        if "pattern" in meta and isinstance(value, str) and not _ID.match(value):
-            report.error(where, f"invalid {name.replace('_', ' ')} {value!r}: {_ID_HELP}")
-        if "min_length" in meta and isinstance(value, str) and not value.strip():
-            report.error(where, f"{name} must not be empty")
-        if "min_items" in meta and not value:
-            report.error(where, f"{name} must not be empty")
-        if "enum" in meta and isinstance(value, str) and value not in meta["enum"]:
-            hint = f" (did you mean {value.upper()!r}?)" if value.upper() in meta["enum"] else ""
-            report.error(where, f"{name} {value!r} is not one of {', '.join(meta['enum'])}{hint}")
-        number = value.total_seconds() if hasattr(value, "total_seconds") else value
-        if isinstance(number, int | float) and not isinstance(number, bool):
-            low, high = meta.get("minimum"), meta.get("maximum")
-            above = meta.get("exclusive_minimum")
-            if low is not None and number < low:
-                report.error(where, f"{name} must be at least {low}, got {value!r}")
-            elif above is not None and number <= above:
-                report.error(where, f"{name} must be more than {above}, got {_show(value)}")
-            elif high is not None and number > high:
-                report.error(where, f"{name} must be at most {high}, got {_show(value)}")
+        _field_problems(name, meta, value, (*path, name), report)
+
+
+@functools.cache
+def _predicates(cls: Any) -> tuple[tuple[str, Mapping[str, Any], Callable[[Any], bool]], ...]:
+    """Per field with rules: a quick test that passes every valid value."""
+    return tuple((name, meta, _predicate(meta)) for name, meta in _plan(cls)[0])
+
+
+def _predicate(meta: Mapping[str, Any]) -> Callable[[Any], bool]:
+    low = meta.get("minimum", meta.get("exclusive_minimum"))
+    high = meta.get("maximum")
+    strict = "exclusive_minimum" in meta
+    if "pattern" in meta:
+        return lambda v: isinstance(v, str) and _ID.match(v) is not None
+    if "enum" in meta:
+        allowed = frozenset(meta["enum"])
+        return lambda v: v in allowed
+    if "min_length" in meta:
+        return lambda v: isinstance(v, str) and bool(v.strip())
+    if "min_items" in meta:
+        return bool
+    if low is None and high is None:  # pragma: no cover - every rule is handled above
+        return lambda v: True
+
+    def in_range(v: Any) -> bool:
+        number = v.total_seconds() if hasattr(v, "total_seconds") else v
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            return True
+        if low is not None and (number <= low if strict else number < low):
+            return False
+        return high is None or number <= high
+
+    return in_range
+
+
+def _field_problems(name: str, meta: Mapping[str, Any], value: Any, where: Path,
+                    report: Report) -> None:
+    """The messages for a field that failed its quick test."""
+    if "pattern" in meta and isinstance(value, str) and not _ID.match(value):
+        report.error(where, f"invalid {name.replace('_', ' ')} {value!r}: {_ID_HELP}")
+    if "min_length" in meta and isinstance(value, str) and not value.strip():
+        report.error(where, f"{name} must not be empty")
+    if "min_items" in meta and not value:
+        report.error(where, f"{name} must not be empty")
+    if "enum" in meta and isinstance(value, str) and value not in meta["enum"]:
+        hint = f" (did you mean {value.upper()!r}?)" if value.upper() in meta["enum"] else ""
+        report.error(where, f"{name} {value!r} is not one of {', '.join(meta['enum'])}{hint}")
+    number = value.total_seconds() if hasattr(value, "total_seconds") else value
+    if isinstance(number, int | float) and not isinstance(number, bool):
+        low, high = meta.get("minimum"), meta.get("maximum")
+        above = meta.get("exclusive_minimum")
+        if low is not None and number < low:
+            report.error(where, f"{name} must be at least {low}, got {value!r}")
+        elif above is not None and number <= above:
+            report.error(where, f"{name} must be more than {above}, got {_show(value)}")
+        elif high is not None and number > high:
+            report.error(where, f"{name} must be at most {high}, got {_show(value)}")
 
 
 def _check_tree(obj: Any, path: Path, report: Report) -> None:
@@ -215,6 +253,9 @@ def check(
     for i, first in graph.duplicates:
         report.error(("tasks", i, "id"),
                      f"duplicate task id {tasks[i].id!r} (first used by tasks[{first}])")
+    for i in graph.repeated:
+        report.warn(("tasks", i, "depends_on"),
+                    f"task {tasks[i].id!r} lists a dependency twice")
     for problem in graph.unknown:
         dep = tasks[problem.path[1]].depends_on[problem.path[3]]  # type: ignore[index]
         report.error(problem.path, problem.message + suggest(dep, index))
@@ -236,7 +277,17 @@ def check(
         return got
 
     id_ok = _ID.match
+    quick = _QUICK.get
     for i, task in enumerate(tasks):
+        kind = task.type
+        # the common task (a valid id, defaults, a simple type with no reference) passes
+        # one cheap test per field; everything else gets the full checks and messages
+        ok = quick(kind.__class__)
+        if (ok is not None and ok(kind) and id_ok(task.id) and task.timeout is None
+                and task.config is DEFAULT_TASK_CONFIG and task.retry_policy is None
+                and task.condition is None and task.rollback is None
+                and task.id not in task.depends_on):
+            continue
         path: Path = ("tasks", i)
         if not id_ok(task.id) or task.timeout is not None:
             _check_fields(task, path, report)
@@ -245,13 +296,9 @@ def check(
         if task.retry_policy is not None:
             _check_tree(task.retry_policy, (*path, "retry_policy"), report)
         deps = task.depends_on
-        if deps:
-            if task.id in deps:
-                report.error((*path, "depends_on", deps.index(task.id)),
-                             f"task {task.id!r} depends on itself")
-            if len(set(deps)) != len(deps):
-                report.warn((*path, "depends_on"), f"task {task.id!r} lists a dependency twice")
-        kind = task.type
+        if deps and task.id in deps:
+            report.error((*path, "depends_on", deps.index(task.id)),
+                         f"task {task.id!r} depends on itself")
         if isinstance(kind, Conditional):
             _check_conditional(kind, i, task, index, branch_of, report)
         elif isinstance(kind, Loop):
@@ -376,56 +423,101 @@ def _template_parts(text: str, path: Path, report: Report) -> tuple[str | Ref, .
 
 
 def _check_type(kind: Any, path: Path, report: Report, plugins: Collection[str] | None) -> None:
-    if attrs.has(type(kind)):
+    """Field rules and the per-type checks of one task type value."""
+    if attrs.has(kind.__class__):
         _check_fields(kind, path, report)
-    if isinstance(kind, Approval):
-        people = [a.strip().casefold() for a in kind.approvers]
-        if not kind.auto_approve and not people:
-            report.error((*path, "approvers"),
-                         "an Approval needs at least one approver (or auto_approve: true)")
-        for j, person in enumerate(people):
-            if not person:
-                report.error((*path, "approvers", j), "approver must not be empty")
-            elif person in people[:j]:
-                report.error((*path, "approvers", j), f"approver {person!r} is listed twice")
-        if people and kind.min_approvals > len(set(people)):
-            report.error((*path, "min_approvals"),
-                         f"min_approvals is {kind.min_approvals} but only {len(set(people))} "
-                         "approvers are listed")
-    elif isinstance(kind, Http):
-        if "${" not in kind.url and not kind.url.lower().startswith(("http://", "https://")):
-            report.error((*path, "url"), f"url {kind.url!r} must start with http:// or https://")
-    elif isinstance(kind, Query):
-        if "${" in kind.query:
-            report.error((*path, "query"), "'${...}' is not allowed in SQL text: pass values "
-                         "through 'parameters' and refer to them as bound parameters "
-                         "(e.g. :name)")
-    elif isinstance(kind, Deploy | Scale):
-        namespace = kind.namespace
-        if "${" not in namespace and not (_K8S_NAME.match(namespace) and len(namespace) <= 63):
-            report.error((*path, "namespace"), f"namespace {namespace!r} is not a valid "
-                         "Kubernetes name (lowercase letters, digits and '-', at most 63)")
-        if isinstance(kind, Scale) and "${" not in kind.resource and not (
-            _K8S_RESOURCE.match(kind.resource) and len(kind.resource) <= 253
-        ):
-            report.error((*path, "resource"), f"resource {kind.resource!r} is not a valid "
-                         "Kubernetes resource name (like 'deployment/app')")
-        if isinstance(kind, Deploy) and kind.manifest.startswith("-"):
-            report.error((*path, "manifest"), "manifest must not start with '-'")
-    elif isinstance(kind, Command):
-        if kind.command.startswith("-"):
-            report.error((*path, "command"), "command must not start with '-'")
-    elif isinstance(kind, Plugin) and plugins is not None and kind.plugin_name not in plugins:
+    special = _TYPE_CHECKS.get(kind.__class__)
+    if special is not None:
+        special(kind, path, report, plugins)
+
+
+def _check_approval(kind: Approval, path: Path, report: Report, _: Any) -> None:
+    people = [a.strip().casefold() for a in kind.approvers]
+    if not kind.auto_approve and not people:
+        report.error((*path, "approvers"),
+                     "an Approval needs at least one approver (or auto_approve: true)")
+    for j, person in enumerate(people):
+        if not person:
+            report.error((*path, "approvers", j), "approver must not be empty")
+        elif person in people[:j]:
+            report.error((*path, "approvers", j), f"approver {person!r} is listed twice")
+    if people and kind.min_approvals > len(set(people)):
+        report.error((*path, "min_approvals"),
+                     f"min_approvals is {kind.min_approvals} but only {len(set(people))} "
+                     "approvers are listed")
+
+
+def _check_http(kind: Http, path: Path, report: Report, _: Any) -> None:
+    if "${" not in kind.url and not kind.url.lower().startswith(("http://", "https://")):
+        report.error((*path, "url"), f"url {kind.url!r} must start with http:// or https://")
+
+
+def _check_query(kind: Query, path: Path, report: Report, _: Any) -> None:
+    if "${" in kind.query:
+        report.error((*path, "query"), "'${...}' is not allowed in SQL text: pass values "
+                     "through 'parameters' and refer to them as bound parameters (e.g. :name)")
+
+
+def _check_cluster(kind: Deploy | Scale, path: Path, report: Report, _: Any) -> None:
+    namespace = kind.namespace
+    if "${" not in namespace and not (_K8S_NAME.match(namespace) and len(namespace) <= 63):
+        report.error((*path, "namespace"), f"namespace {namespace!r} is not a valid "
+                     "Kubernetes name (lowercase letters, digits and '-', at most 63)")
+    if isinstance(kind, Scale) and "${" not in kind.resource and not (
+        _K8S_RESOURCE.match(kind.resource) and len(kind.resource) <= 253
+    ):
+        report.error((*path, "resource"), f"resource {kind.resource!r} is not a valid "
+                     "Kubernetes resource name (like 'deployment/app')")
+    if isinstance(kind, Deploy) and kind.manifest.startswith("-"):
+        report.error((*path, "manifest"), "manifest must not start with '-'")
+
+
+def _check_command(kind: Command, path: Path, report: Report, _: Any) -> None:
+    if kind.command.startswith("-"):
+        report.error((*path, "command"), "command must not start with '-'")
+
+
+def _check_plugin(kind: Plugin, path: Path, report: Report,
+                  plugins: Collection[str] | None) -> None:
+    if plugins is not None and kind.plugin_name not in plugins:
         known = ", ".join(sorted(plugins)) or "none"
         report.error((*path, "plugin_name"),
                      f"unknown plugin {kind.plugin_name!r}{suggest(kind.plugin_name, plugins)}"
                      f" (registered: {known})")
-    elif isinstance(kind, Loop):
-        template = kind.task_template
-        _check_fields(template, (*path, "task_template"), report)
-        if template.retry_policy is not None:
-            _check_tree(template.retry_policy, (*path, "task_template", "retry_policy"), report)
-        _check_type(kind.task_template.type, (*path, "task_template", "type"), report, plugins)
+
+
+def _check_loop_type(kind: Loop, path: Path, report: Report,
+                     plugins: Collection[str] | None) -> None:
+    template = kind.task_template
+    _check_fields(template, (*path, "task_template"), report)
+    if template.retry_policy is not None:
+        _check_tree(template.retry_policy, (*path, "task_template", "retry_policy"), report)
+    _check_type(template.type, (*path, "task_template", "type"), report, plugins)
+
+
+def _quick_command(kind: Command) -> bool:
+    """A Command with a plain program name and no ``${`` anywhere: nothing to report."""
+    command = kind.command
+    return (command[:1] != "-" and bool(command.strip()) and "${" not in command
+            and not kind.env and kind.working_dir is None
+            and (not kind.args or "${" not in "\x00".join(kind.args)))
+
+
+#: Per built-in type, a cheap test that passes only values with nothing to report;
+#: types without one (and values that fail it) get the full checks.
+_QUICK: dict[type[Any], Callable[[Any], bool]] = {Command: _quick_command}
+
+
+_TYPE_CHECKS: dict[type[Any], Callable[[Any, Path, Report, Any], None]] = {
+    Approval: _check_approval,
+    Http: _check_http,
+    Query: _check_query,
+    Deploy: _check_cluster,
+    Scale: _check_cluster,
+    Command: _check_command,
+    Plugin: _check_plugin,
+    Loop: _check_loop_type,
+}
 
 
 def _check_task_refs(task: TaskDefinition, i: int, path: Path, index: Mapping[str, int],
