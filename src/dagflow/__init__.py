@@ -13,6 +13,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._clock import SystemClock as SystemClock
+    from ._context import Resources as Resources
+    from ._context import TaskContext as TaskContext
     from ._dag import DagEdge as DagEdge
     from ._dag import DagNode as DagNode
     from ._dag import DefaultDagBuilder as DefaultDagBuilder
@@ -30,6 +33,33 @@ if TYPE_CHECKING:
     from ._errors import ValidationError as ValidationError
     from ._errors import WorkflowError as WorkflowError
     from ._errors import WorkflowNotFound as WorkflowNotFound
+    from ._events import ApprovalExpired as ApprovalExpired
+    from ._events import ApprovalGranted as ApprovalGranted
+    from ._events import ApprovalRejected as ApprovalRejected
+    from ._events import ApprovalRequired as ApprovalRequired
+    from ._events import CheckpointCreated as CheckpointCreated
+    from ._events import NotificationFailed as NotificationFailed
+    from ._events import NotificationSent as NotificationSent
+    from ._events import RollbackCompleted as RollbackCompleted
+    from ._events import RollbackFailed as RollbackFailed
+    from ._events import RollbackStarted as RollbackStarted
+    from ._events import RollbackTaskCompleted as RollbackTaskCompleted
+    from ._events import RollbackTaskFailed as RollbackTaskFailed
+    from ._events import TaskCancelled as TaskCancelled
+    from ._events import TaskCompleted as TaskCompleted
+    from ._events import TaskFailed as TaskFailed
+    from ._events import TaskOutputLine as TaskOutputLine
+    from ._events import TaskRetrying as TaskRetrying
+    from ._events import TaskSkipped as TaskSkipped
+    from ._events import TaskStarted as TaskStarted
+    from ._events import WorkflowCancelled as WorkflowCancelled
+    from ._events import WorkflowCompleted as WorkflowCompleted
+    from ._events import WorkflowEvent as WorkflowEvent
+    from ._events import WorkflowFailed as WorkflowFailed
+    from ._events import WorkflowPaused as WorkflowPaused
+    from ._events import WorkflowResumed as WorkflowResumed
+    from ._events import WorkflowStarted as WorkflowStarted
+    from ._events import WorkflowWaitingApproval as WorkflowWaitingApproval
     from ._models import Approval as Approval
     from ._models import ApprovalRequest as ApprovalRequest
     from ._models import ApprovalStatus as ApprovalStatus
@@ -70,28 +100,38 @@ if TYPE_CHECKING:
     from ._protocols import ApprovalSystem as ApprovalSystem
     from ._protocols import CheckpointManager as CheckpointManager
     from ._protocols import Clock as Clock
+    from ._protocols import ClusterClient as ClusterClient
     from ._protocols import DagBuilder as DagBuilder
     from ._protocols import SecretProvider as SecretProvider
     from ._protocols import StateMachine as StateMachine
     from ._protocols import TaskExecutor as TaskExecutor
+    from ._protocols import TaskHandler as TaskHandler
     from ._protocols import WorkflowEngine as WorkflowEngine
     from ._protocols import WorkflowParser as WorkflowParser
     from ._protocols import WorkflowStorage as WorkflowStorage
     from ._schema import json_schema as json_schema
+    from ._settings import EgressPolicy as EgressPolicy
+    from ._settings import EngineSettings as EngineSettings
     from ._state import DefaultStateMachine as DefaultStateMachine
 
 __all__ = [
     "Approval",
     "ApprovalError",
+    "ApprovalExpired",
+    "ApprovalGranted",
+    "ApprovalRejected",
     "ApprovalRequest",
+    "ApprovalRequired",
     "ApprovalStatus",
     "ApprovalSystem",
     "ApprovalTimeout",
     "ApprovalVote",
     "Checkpoint",
+    "CheckpointCreated",
     "CheckpointError",
     "CheckpointManager",
     "Clock",
+    "ClusterClient",
     "Command",
     "Conditional",
     "CycleDetected",
@@ -103,6 +143,8 @@ __all__ = [
     "DefaultWorkflowParser",
     "DependencyNotSatisfied",
     "Deploy",
+    "EgressPolicy",
+    "EngineSettings",
     "ExecutionContext",
     "FailureAction",
     "Http",
@@ -110,39 +152,65 @@ __all__ = [
     "JoinRule",
     "Loop",
     "NotificationConfig",
+    "NotificationFailed",
+    "NotificationSent",
     "ParseError",
     "ParseLimits",
     "Plugin",
     "Problem",
     "Query",
+    "Resources",
     "RetryPolicy",
+    "RollbackCompleted",
+    "RollbackFailed",
+    "RollbackStarted",
+    "RollbackTaskCompleted",
+    "RollbackTaskFailed",
     "Scale",
     "SecretProvider",
     "StateMachine",
     "StateTransition",
     "StorageError",
     "Subworkflow",
+    "SystemClock",
+    "TaskCancelled",
+    "TaskCompleted",
     "TaskConfig",
+    "TaskContext",
     "TaskDefinition",
     "TaskExecutionFailed",
     "TaskExecutor",
+    "TaskFailed",
+    "TaskHandler",
     "TaskOutput",
+    "TaskOutputLine",
+    "TaskRetrying",
+    "TaskSkipped",
+    "TaskStarted",
     "TaskState",
     "TaskStatus",
     "TaskType",
     "TimeoutAction",
     "ValidationError",
+    "WorkflowCancelled",
+    "WorkflowCompleted",
     "WorkflowConfig",
     "WorkflowDag",
     "WorkflowDefinition",
     "WorkflowEngine",
     "WorkflowError",
+    "WorkflowEvent",
+    "WorkflowFailed",
     "WorkflowFilters",
     "WorkflowInstance",
     "WorkflowNotFound",
     "WorkflowParser",
+    "WorkflowPaused",
+    "WorkflowResumed",
+    "WorkflowStarted",
     "WorkflowState",
     "WorkflowStorage",
+    "WorkflowWaitingApproval",
     "dump",
     "json_schema",
     "load",
@@ -216,6 +284,40 @@ _LAZY: dict[str, str] = {
     "WorkflowStorage": "._protocols",
     "json_schema": "._schema",
     "DefaultStateMachine": "._state",
+    "WorkflowEvent": "._events",
+    "WorkflowStarted": "._events",
+    "WorkflowCompleted": "._events",
+    "WorkflowFailed": "._events",
+    "WorkflowCancelled": "._events",
+    "WorkflowPaused": "._events",
+    "WorkflowResumed": "._events",
+    "WorkflowWaitingApproval": "._events",
+    "TaskStarted": "._events",
+    "TaskCompleted": "._events",
+    "TaskFailed": "._events",
+    "TaskRetrying": "._events",
+    "TaskSkipped": "._events",
+    "TaskCancelled": "._events",
+    "TaskOutputLine": "._events",
+    "ApprovalRequired": "._events",
+    "ApprovalGranted": "._events",
+    "ApprovalRejected": "._events",
+    "ApprovalExpired": "._events",
+    "CheckpointCreated": "._events",
+    "RollbackStarted": "._events",
+    "RollbackTaskCompleted": "._events",
+    "RollbackTaskFailed": "._events",
+    "RollbackCompleted": "._events",
+    "RollbackFailed": "._events",
+    "NotificationSent": "._events",
+    "NotificationFailed": "._events",
+    "TaskContext": "._context",
+    "Resources": "._context",
+    "TaskHandler": "._protocols",
+    "ClusterClient": "._protocols",
+    "EngineSettings": "._settings",
+    "EgressPolicy": "._settings",
+    "SystemClock": "._clock",
 }
 
 

@@ -20,6 +20,7 @@ maps error types to exit codes in one table.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
@@ -151,13 +152,30 @@ class WorkflowNotFound(WorkflowError):
 
 
 class TaskExecutionFailed(WorkflowError):
-    """A task failed; ``retryable`` says whether its retry policy may try again."""
+    """A task attempt failed.
 
-    def __init__(self, *, task_id: str, reason: str, retryable: bool = True) -> None:
+    Task handlers raise it to fail an attempt with a clear reason and what was captured so
+    far (any other exception fails the attempt too, with its type and message as the
+    reason).
+
+    Attributes:
+        task_id: The task ('' when a handler does not know it; the engine fills it in).
+        reason: What went wrong, for people (``exit code 2``, ``HTTP 503 from ...``).
+        retryable: Whether the task's retry policy may try again.
+        output: What the attempt produced before failing (stdout, exit code, ...).
+        kind: A short machine-readable kind (``exit_code``, ``http_status``, ``timeout``),
+            matched by ``retryable_errors`` together with the reason.
+    """
+
+    def __init__(self, *, task_id: str = "", reason: str, retryable: bool = True,
+                 output: Any = None, kind: str = "") -> None:
         self.task_id = task_id
         self.reason = reason
         self.retryable = retryable
-        super().__init__(f"task execution failed: {task_id}: {reason}")
+        self.output = output
+        self.kind = kind
+        where = f"{task_id}: " if task_id else ""
+        super().__init__(f"task execution failed: {where}{reason}")
 
 
 class DependencyNotSatisfied(WorkflowError):

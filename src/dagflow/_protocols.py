@@ -9,14 +9,14 @@ a network, a disk or a clock is ``async``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._models import (
     ApprovalRequest,
     ApprovalStatus,
     Checkpoint,
-    ExecutionContext,
     RetryPolicy,
     StateTransition,
     TaskDefinition,
@@ -28,16 +28,19 @@ from ._models import (
 )
 
 if TYPE_CHECKING:
+    from ._context import TaskContext
     from ._dag import WorkflowDag
 
 __all__ = [
     "ApprovalSystem",
     "CheckpointManager",
     "Clock",
+    "ClusterClient",
     "DagBuilder",
     "SecretProvider",
     "StateMachine",
     "TaskExecutor",
+    "TaskHandler",
     "WorkflowEngine",
     "WorkflowParser",
     "WorkflowStorage",
@@ -88,30 +91,80 @@ class DagBuilder(Protocol):
 
 @runtime_checkable
 class TaskExecutor(Protocol):
-    """Runs single tasks; the engine owns scheduling, retries' bookkeeping and state."""
+    """Runs single task attempts; the engine owns scheduling, state and retries' bookkeeping.
 
-    async def execute_task(self, task: TaskDefinition, context: ExecutionContext) -> TaskOutput:
-        """Run one attempt of ``task`` and return its output (failure is an output too)."""
+    A failed attempt raises :class:`~dagflow.TaskExecutionFailed` (carrying what it
+    produced); anything else it raises is a failure too.
+    """
+
+    async def execute_task(self, task: TaskDefinition, context: TaskContext) -> TaskOutput:
+        """Run one attempt of ``task`` (``context.spec`` is its interpolated type)."""
         ...
 
     async def execute_parallel(
-        self, tasks: Sequence[TaskDefinition], context: ExecutionContext
-    ) -> list[TaskOutput]:
-        """Run ``tasks`` concurrently; outputs in the same order."""
+        self, tasks: Sequence[TaskDefinition], contexts: Sequence[TaskContext]
+    ) -> list[TaskOutput | BaseException]:
+        """Run one attempt of each task concurrently; results in the same order."""
         ...
 
     async def retry_task(
         self,
         task: TaskDefinition,
-        context: ExecutionContext,
+        context: TaskContext,
         retry_policy: RetryPolicy,
         attempt: int,
     ) -> TaskOutput:
-        """Run ``task`` again as attempt number ``attempt`` under ``retry_policy``."""
+        """Run ``task`` as attempt number ``attempt`` under ``retry_policy``."""
         ...
 
     async def cancel_task(self, task_id: str) -> None:
-        """Stop a running task promptly (kill its process group, abort its request)."""
+        """Stop a running task promptly (kill its process group, abort its request).
+
+        ``task_id`` may be qualified as ``INSTANCE_ID/TASK_ID``.
+        """
+        ...
+
+
+@runtime_checkable
+class TaskHandler(Protocol):
+    """Runs one task type. Register with ``Engine(handlers={"Name": handler})``.
+
+    Return a :class:`~dagflow.TaskOutput`, a mapping (it becomes the output's ``data``)
+    or ``None``; raise :class:`~dagflow.TaskExecutionFailed` (or anything) to fail the
+    attempt. A handler with ``busy = False`` only waits on the engine's clock or on
+    people (approvals); every other handler counts as doing real work, during which a
+    test's FakeClock does not jump ahead.
+    """
+
+    async def __call__(self, ctx: TaskContext) -> TaskOutput | Mapping[str, Any] | None:
+        """Run one attempt."""
+        ...
+
+
+@runtime_checkable
+class ClusterClient(Protocol):
+    """What Deploy and Scale tasks do to a cluster (default: the kubectl command).
+
+    Values arrive validated (Kubernetes names) and are passed as single ``--flag=value``
+    arguments, never as options of their own.
+    """
+
+    async def apply(self, manifest: str, namespace: str, *, dry_run: bool,
+                    cwd: str) -> dict[str, Any]:
+        """Apply ``manifest``; return what undoing it needs (JSON-ready)."""
+        ...
+
+    async def undo_apply(self, manifest: str, namespace: str, record: Mapping[str, Any], *,
+                         cwd: str) -> None:
+        """Undo an :meth:`apply` given the record it returned."""
+        ...
+
+    async def get_replicas(self, resource: str, namespace: str) -> int | None:
+        """The resource's current replica count (``None`` if it does not exist)."""
+        ...
+
+    async def scale(self, resource: str, namespace: str, replicas: int) -> None:
+        """Set the replica count."""
         ...
 
 
@@ -281,4 +334,12 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds``."""
+        ...
+
+    def busy(self) -> AbstractContextManager[None]:
+        """Mark real work (a subprocess, a request, a store write) in progress.
+
+        A fake clock does not jump ahead while any work is busy, except work that is
+        itself sleeping on the clock. The system clock ignores it.
+        """
         ...
