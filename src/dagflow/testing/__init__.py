@@ -1,0 +1,14 @@
+"""Helpers for testing code that uses dagflow (and dagflow itself).
+
+``import dagflow`` does not load this package; import it from your tests::
+
+    from dagflow.testing import FakeClock
+"""
+
+from ._clock import FakeClock as FakeClock
+from ._handlers import Call as Call
+from ._handlers import RecordingHandler as RecordingHandler
+from ._handlers import approve_when_pending as approve_when_pending
+from ._handlers import fail as fail
+
+__all__ = ["Call", "FakeClock", "RecordingHandler", "approve_when_pending", "fail"]
