@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._approval import MemoryApprovalSystem as MemoryApprovalSystem
     from ._clock import SystemClock as SystemClock
     from ._context import Resources as Resources
     from ._context import TaskContext as TaskContext
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from ._dag import DagNode as DagNode
     from ._dag import DefaultDagBuilder as DefaultDagBuilder
     from ._dag import WorkflowDag as WorkflowDag
+    from ._engine import Engine as Engine
+    from ._engine import EnvSecretProvider as EnvSecretProvider
     from ._errors import ApprovalError as ApprovalError
     from ._errors import ApprovalTimeout as ApprovalTimeout
     from ._errors import CheckpointError as CheckpointError
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
     from ._events import WorkflowResumed as WorkflowResumed
     from ._events import WorkflowStarted as WorkflowStarted
     from ._events import WorkflowWaitingApproval as WorkflowWaitingApproval
+    from ._execute import DefaultTaskExecutor as DefaultTaskExecutor
     from ._models import Approval as Approval
     from ._models import ApprovalRequest as ApprovalRequest
     from ._models import ApprovalStatus as ApprovalStatus
@@ -71,6 +75,7 @@ if TYPE_CHECKING:
     from ._models import ExecutionContext as ExecutionContext
     from ._models import FailureAction as FailureAction
     from ._models import Http as Http
+    from ._models import InstanceChanges as InstanceChanges
     from ._models import JoinRule as JoinRule
     from ._models import Loop as Loop
     from ._models import NotificationConfig as NotificationConfig
@@ -113,6 +118,8 @@ if TYPE_CHECKING:
     from ._settings import EgressPolicy as EgressPolicy
     from ._settings import EngineSettings as EngineSettings
     from ._state import DefaultStateMachine as DefaultStateMachine
+    from ._storage import MemoryStorage as MemoryStorage
+    from ._sync import run as run
 
 __all__ = [
     "Approval",
@@ -140,17 +147,23 @@ __all__ = [
     "DagNode",
     "DefaultDagBuilder",
     "DefaultStateMachine",
+    "DefaultTaskExecutor",
     "DefaultWorkflowParser",
     "DependencyNotSatisfied",
     "Deploy",
     "EgressPolicy",
+    "Engine",
     "EngineSettings",
+    "EnvSecretProvider",
     "ExecutionContext",
     "FailureAction",
     "Http",
+    "InstanceChanges",
     "InvalidStateTransition",
     "JoinRule",
     "Loop",
+    "MemoryApprovalSystem",
+    "MemoryStorage",
     "NotificationConfig",
     "NotificationFailed",
     "NotificationSent",
@@ -215,6 +228,7 @@ __all__ = [
     "json_schema",
     "load",
     "loads",
+    "run",
 ]
 
 _LAZY: dict[str, str] = {
@@ -284,6 +298,13 @@ _LAZY: dict[str, str] = {
     "WorkflowStorage": "._protocols",
     "json_schema": "._schema",
     "DefaultStateMachine": "._state",
+    "Engine": "._engine",
+    "EnvSecretProvider": "._engine",
+    "run": "._sync",
+    "DefaultTaskExecutor": "._execute",
+    "MemoryStorage": "._storage",
+    "MemoryApprovalSystem": "._approval",
+    "InstanceChanges": "._models",
     "WorkflowEvent": "._events",
     "WorkflowStarted": "._events",
     "WorkflowCompleted": "._events",

@@ -27,6 +27,7 @@ __all__ = [
     "ExecutionContext",
     "FailureAction",
     "Http",
+    "InstanceChanges",
     "JoinRule",
     "Loop",
     "NotificationConfig",
@@ -425,6 +426,33 @@ class WorkflowInstance:
     checkpoints: tuple[Checkpoint, ...] = ()
     error: str | None = None
     state_history: tuple[StateTransition, ...] = ()
+    workdir: str = ""
+    definition_hash: str = ""
+    parent_id: str | None = None
+
+    @property
+    def outputs(self) -> dict[str, TaskOutput]:
+        """Each finished task's output, by task id."""
+        return {k: s.output for k, s in self.task_states.items() if s.output is not None}
+
+
+@attrs.frozen
+class InstanceChanges:
+    """One small, atomic change to a stored instance: what a task state change, a state
+    transition or an event writes. Durable stores apply it as one transaction.
+
+    Attributes:
+        fields: Top-level :class:`WorkflowInstance` fields to set (``state``,
+            ``started_at``, ``completed_at``, ``error``).
+        task_states: Task states to insert or replace, by ``task_id``.
+        events: Events to append (their ``seq`` continue the instance's history).
+        transitions: State transitions to append to the history.
+    """
+
+    fields: Mapping[str, Any] = attrs.Factory(dict)
+    task_states: tuple[TaskState, ...] = ()
+    events: tuple[Any, ...] = ()
+    transitions: tuple[StateTransition, ...] = ()
 
 
 @attrs.frozen

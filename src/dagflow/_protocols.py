@@ -17,6 +17,7 @@ from ._models import (
     ApprovalRequest,
     ApprovalStatus,
     Checkpoint,
+    InstanceChanges,
     RetryPolicy,
     StateTransition,
     TaskDefinition,
@@ -30,6 +31,7 @@ from ._models import (
 if TYPE_CHECKING:
     from ._context import TaskContext
     from ._dag import WorkflowDag
+    from ._events import WorkflowEvent
 
 __all__ = [
     "ApprovalSystem",
@@ -151,7 +153,9 @@ class ClusterClient(Protocol):
 
     async def apply(self, manifest: str, namespace: str, *, dry_run: bool,
                     cwd: str) -> dict[str, Any]:
-        """Apply ``manifest``; return what undoing it needs (JSON-ready)."""
+        """Apply ``manifest``; return what undoing it needs (JSON-ready). An ``"output"``
+        key, if present, is what the tool printed: it becomes the task's stdout and is
+        not kept in the undo record."""
         ...
 
     async def undo_apply(self, manifest: str, namespace: str, record: Mapping[str, Any], *,
@@ -197,10 +201,19 @@ class CheckpointManager(Protocol):
 
 @runtime_checkable
 class ApprovalSystem(Protocol):
-    """Approval gates: requests, decisions and their status."""
+    """Approval gates: requests, decisions and their status.
+
+    The seed's five methods, plus what the engine needs to wait for decisions without
+    polling and to close gates whose task was cancelled. Decisions follow the contract's
+    rules (listed approvers only, one vote each, a rejection vetoes, no self-approval
+    unless allowed, nothing after the deadline); ``dagflow._approval._rules`` has them as
+    pure functions.
+    """
 
     async def request_approval(
-        self, workflow_id: str, task_id: str, approvers: Sequence[str], timeout_seconds: int
+        self, workflow_id: str, task_id: str, approvers: Sequence[str], timeout_seconds: int,
+        *, instance_id: str = "", min_approvals: int = 1, allow_self_approval: bool = False,
+        requested_by: str = "",
     ) -> str:
         """Open a gate; return its unguessable approval id."""
         ...
@@ -221,6 +234,18 @@ class ApprovalSystem(Protocol):
 
     async def list_pending_approvals(self, approver: str | None = None) -> list[ApprovalRequest]:
         """Pending gates ``approver`` may decide (all of them for ``None``)."""
+        ...
+
+    async def get_approval(self, approval_id: str) -> ApprovalRequest:
+        """The gate with its votes (ApprovalError if unknown)."""
+        ...
+
+    async def wait_for_change(self, approval_id: str, seen_votes: int) -> None:
+        """Return once the gate has more than ``seen_votes`` votes, or was cancelled."""
+        ...
+
+    async def cancel_approval(self, approval_id: str) -> None:
+        """Close a gate whose task was cancelled; it is no longer pending."""
         ...
 
 
@@ -273,6 +298,24 @@ class WorkflowStorage(Protocol):
 
     async def delete_workflow(self, instance_id: str) -> None:
         """Remove an instance and everything recorded about it."""
+        ...
+
+    async def commit(self, instance_id: str, changes: InstanceChanges) -> None:
+        """Apply one small change atomically (a task state, events, a transition).
+
+        Raises:
+            WorkflowNotFound: No stored instance has this id.
+            StorageError: The change could not be made durable; nothing of it is applied.
+        """
+        ...
+
+    async def load_events(self, instance_id: str, after: int = 0,
+                          limit: int | None = None) -> list[WorkflowEvent]:
+        """The instance's events with ``seq > after``, in order (at most ``limit``)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and files; the store is not used afterwards."""
         ...
 
 

@@ -3,7 +3,24 @@
 from __future__ import annotations
 
 import dagflow
+from dagflow._execute.cluster import DeployHandler, KubectlClient, ScaleHandler
+from dagflow._execute.command import CommandHandler
+from dagflow._execute.http import HttpHandler
+from dagflow._execute.query import QueryHandler
+from dagflow.testing import FakeClock, RecordingHandler
 
 parser: dagflow.WorkflowParser = dagflow.DefaultWorkflowParser()
 builder: dagflow.DagBuilder = dagflow.DefaultDagBuilder()
 machine: dagflow.StateMachine = dagflow.DefaultStateMachine()
+engine: dagflow.WorkflowEngine = dagflow.Engine()
+storage: dagflow.WorkflowStorage = dagflow.MemoryStorage()
+executor: dagflow.TaskExecutor = dagflow.DefaultTaskExecutor()
+approvals: dagflow.ApprovalSystem = dagflow.MemoryApprovalSystem()
+clock: dagflow.Clock = dagflow.SystemClock()
+fake_clock: dagflow.Clock = FakeClock()
+secrets: dagflow.SecretProvider = dagflow.EnvSecretProvider()
+cluster: dagflow.ClusterClient = KubectlClient()
+handlers: list[dagflow.TaskHandler] = [
+    CommandHandler(), HttpHandler(), QueryHandler(), DeployHandler(), ScaleHandler(),
+    RecordingHandler(),
+]

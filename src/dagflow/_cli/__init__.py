@@ -66,12 +66,14 @@ def _vars(values: Sequence[str]) -> dict[str, Any]:
 
 def _load(path: str) -> tuple[Any, list[Problem]]:
     """Load ``path``, returning the definition and its warnings (exit 2 on problems)."""
-    from .._parse import DefaultWorkflowParser, _format_for, read_file
+    from .._parse import DefaultWorkflowParser, _format_for, read_file, remember_source
 
     parser = DefaultWorkflowParser()
     try:
         data = read_file(path, parser.limits)
-        return parser.parse(data, format=_format_for(path), filename=path)
+        wf, warnings = parser.parse(data, format=_format_for(path), filename=path)
+        remember_source(wf, path)
+        return wf, warnings
     except (ParseError, ValidationError) as exc:
         _print_problems(exc.problems)
         _print_problems(getattr(exc, "warnings", ()), kind="warning")
@@ -120,6 +122,7 @@ def cli() -> None:
     Quick start:
       dagflow validate deploy.yaml        check a file: every problem, with file:line:col
       dagflow plan deploy.yaml            levels, critical path, parallelism
+      dagflow run deploy.yaml             run it, with live progress
       dagflow schema > workflow.schema.json   JSON Schema for editor completion
 
     Exit codes: 0 ok, 1 workflow failed/cancelled, 2 bad input, 130 interrupted.
@@ -251,6 +254,69 @@ def plan(file: str, variables: tuple[str, ...], durations: str | None, as_json: 
             click.echo(f"  {name} = {json.dumps(value, default=str)}")
     if unresolved:
         click.echo(f"warning: {unresolved}", err=True)
+
+
+def default_store() -> str:
+    """``$DAGFLOW_STORE``, else the in-memory store (SQLite with durable stores)."""
+    return os.environ.get("DAGFLOW_STORE") or "memory://"
+
+
+def _connections(values: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for text in values:
+        name, sep, url = text.partition("=")
+        if not sep or not name.strip() or not url.strip():
+            _fail(f"--connection {text!r}: write NAME=URL (e.g. "
+                  "analytics=sqlite:///data.db or db=postgresql://user@host/db)")
+        out[name.strip()] = url.strip()
+    return out
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--var", "variables", multiple=True, metavar="K=V",
+              help="Set a variable (V is JSON if it parses as JSON, else text). Repeatable.")
+@click.option("--store", metavar="URL", default=None,
+              help="Where instances live: memory://, sqlite:///path.db, postgresql://... "
+                   "(default: $DAGFLOW_STORE).")
+@click.option("--connection", "connections", multiple=True, metavar="NAME=URL",
+              help="A database for Query tasks with query_type NAME. Repeatable.")
+@click.option("--auto-approve", is_flag=True,
+              help="Approve every approval gate at once, as 'system'.")
+@click.option("--user", default=lambda: os.environ.get("USER", ""), show_default="$USER",
+              help="Who runs it (recorded; may not approve its own gates).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print only the final instance as JSON on stdout (progress on stderr).")
+def run(file: str, variables: tuple[str, ...], store: str | None,
+        connections: tuple[str, ...], auto_approve: bool, user: str, as_json: bool) -> None:
+    """Run workflow FILE to the end, showing progress.
+
+    A task starts as soon as its dependencies finish. At an approval gate the run prints
+    the approval id and the exact command that approves it, and keeps waiting.
+
+    \b
+    Exit codes: 0 Completed · 1 Failed, Cancelled or RolledBack · 2 bad input
+                130 interrupted (Ctrl-C: running tasks stop, the instance is left Paused
+                and 'dagflow resume ID' continues it)
+
+    \b
+    Examples:
+      dagflow run deploy.yaml --var image_tag=abc123
+      dagflow run etl.yaml --connection warehouse=postgresql://etl@db/warehouse
+      dagflow run deploy.yaml --auto-approve --json > result.json
+    """
+    from .._settings import EngineSettings
+    from ._run import run_workflow
+
+    wf, warnings = _load(file)
+    _print_problems(warnings, kind="warning")
+    url = store or default_store()
+    flag = f" --store {url}" if store else ""
+    options = {"connections": _connections(connections),
+               "settings": EngineSettings(auto_approve=auto_approve)}
+    code = run_workflow(wf, variables=_vars(variables), store=url, store_flag=flag,
+                        as_json=as_json, engine_options=options, user=user)
+    sys.exit(code)
 
 
 @cli.command()

@@ -6,6 +6,7 @@ import gc
 import json
 import logging
 import os
+import weakref
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal
 
@@ -24,6 +25,8 @@ __all__ = [
     "dump",
     "load",
     "loads",
+    "remember_source",
+    "source_of",
 ]
 
 logger = logging.getLogger("dagflow")
@@ -284,8 +287,28 @@ def load(
         ValidationError: Well-formed but wrong.
     """
     data = read_file(path, limits)
-    return loads(data, format=_format_for(path), filename=str(path), task_types=task_types,
-                 plugins=plugins, limits=limits)
+    wf = loads(data, format=_format_for(path), filename=str(path), task_types=task_types,
+               plugins=plugins, limits=limits)
+    remember_source(wf, path)
+    return wf
+
+
+# Where each definition loaded from a file came from (its tasks run in that directory and
+# find subworkflows there); entries leave with the definition, like the DAG cache.
+_SOURCES: dict[int, str] = {}
+
+
+def remember_source(workflow: WorkflowDefinition, path: str | os.PathLike[str]) -> None:
+    """Note that ``workflow`` was read from ``path``."""
+    key = id(workflow)
+    if key not in _SOURCES:
+        weakref.finalize(workflow, _SOURCES.pop, key, None)
+    _SOURCES[key] = os.path.abspath(path)
+
+
+def source_of(workflow: WorkflowDefinition) -> str | None:
+    """The file ``workflow`` was loaded from, if it was loaded with :func:`load`."""
+    return _SOURCES.get(id(workflow))
 
 
 def read_file(path: str | os.PathLike[str], limits: ParseLimits = DEFAULT_LIMITS) -> bytes:

@@ -1,0 +1,5 @@
+"""Approval gates: the rules, and the ApprovalSystem implementations."""
+
+from .memory import MemoryApprovalSystem
+
+__all__ = ["MemoryApprovalSystem"]

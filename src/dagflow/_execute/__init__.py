@@ -1,0 +1,138 @@
+"""The default TaskExecutor: one handler per task type, looked up by the ``type:`` name."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+import attrs
+
+from .._context import TaskContext
+from .._errors import TaskExecutionFailed
+from .._models import RetryPolicy, TaskDefinition, TaskOutput
+from .._protocols import TaskHandler
+from .flow import (
+    ApprovalHandler,
+    ConditionalHandler,
+    LoopHandler,
+    PluginFunction,
+    PluginHandler,
+    SubworkflowHandler,
+)
+
+__all__ = ["DefaultTaskExecutor", "builtin_handlers", "to_output"]
+
+_NOT_BUSY = contextlib.nullcontext()
+
+
+def builtin_handlers(plugins: Mapping[str, PluginFunction] | None = None
+                     ) -> dict[str, TaskHandler]:
+    """A handler for every built-in task type (imported here, on first use)."""
+    from .cluster import DeployHandler, ScaleHandler
+    from .command import CommandHandler
+    from .http import HttpHandler
+    from .query import QueryHandler
+
+    return {
+        "Command": CommandHandler(),
+        "Http": HttpHandler(),
+        "Query": QueryHandler(),
+        "Deploy": DeployHandler(),
+        "Scale": ScaleHandler(),
+        "Approval": ApprovalHandler(),
+        "Conditional": ConditionalHandler(),
+        "Loop": LoopHandler(),
+        "Subworkflow": SubworkflowHandler(),
+        "Plugin": PluginHandler(plugins if plugins is not None else {}),
+    }
+
+
+def to_output(result: Any) -> TaskOutput:
+    """What a handler returned, as a TaskOutput (a mapping becomes ``data``)."""
+    if isinstance(result, TaskOutput):
+        return result
+    if result is None:
+        return TaskOutput()
+    if isinstance(result, Mapping):
+        return TaskOutput(data=dict(result))
+    return TaskOutput(data=result)
+
+
+@attrs.define(eq=False)
+class DefaultTaskExecutor:
+    """The default :class:`~dagflow.TaskExecutor`.
+
+    Args:
+        handlers: Task type name -> handler; the built-ins plus the host's own types.
+    """
+
+    handlers: dict[str, TaskHandler] = attrs.Factory(builtin_handlers)
+    _scopes: dict[str, set[anyio.CancelScope]] = attrs.Factory(dict)
+
+    def __repr__(self) -> str:
+        return f"<DefaultTaskExecutor types={len(self.handlers)} running={len(self._scopes)}>"
+
+    def handler_for(self, spec: Any) -> TaskHandler:
+        """The handler of ``spec``'s task type.
+
+        Raises:
+            TaskExecutionFailed: No handler is registered for it.
+        """
+        name = getattr(spec, "type_name", "") or type(spec).__name__
+        handler = self.handlers.get(name)
+        if handler is None:
+            raise TaskExecutionFailed(
+                reason=f"no handler for task type {name!r} (register one with "
+                       "Engine(handlers=...) or engine.register_task_type)",
+                retryable=False, kind="no_handler")
+        return handler
+
+    async def execute_task(self, task: TaskDefinition, context: TaskContext) -> TaskOutput:
+        """Run one attempt; failures raise TaskExecutionFailed (or what the handler raised)."""
+        handler = self.handler_for(context.spec)
+        key = f"{context.instance_id}/{context.task_id}"
+        busy = context.clock.busy() if getattr(handler, "busy", True) else _NOT_BUSY
+        with anyio.CancelScope() as scope:
+            self._scopes.setdefault(key, set()).add(scope)
+            try:
+                with busy:
+                    return to_output(await handler(context))
+            finally:
+                scopes = self._scopes.get(key)
+                if scopes is not None:
+                    scopes.discard(scope)
+                    if not scopes:
+                        del self._scopes[key]
+        raise TaskExecutionFailed(task_id=context.task_id, reason="cancelled",
+                                  retryable=False, kind="cancelled")
+
+    async def execute_parallel(
+        self, tasks: Sequence[TaskDefinition], contexts: Sequence[TaskContext]
+    ) -> list[TaskOutput | BaseException]:
+        """One attempt of each task, concurrently; a failure is returned in its place."""
+        results: list[TaskOutput | BaseException] = [TaskOutput()] * len(tasks)
+
+        async def one(i: int) -> None:
+            try:
+                results[i] = await self.execute_task(tasks[i], contexts[i])
+            except Exception as exc:
+                results[i] = exc
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(tasks)):
+                tg.start_soon(one, i)
+        return results
+
+    async def retry_task(self, task: TaskDefinition, context: TaskContext,
+                         retry_policy: RetryPolicy, attempt: int) -> TaskOutput:
+        """Run ``task`` as attempt ``attempt`` (the engine waits the backoff before)."""
+        return await self.execute_task(task, attrs.evolve(context, attempt=attempt))
+
+    async def cancel_task(self, task_id: str) -> None:
+        """Cancel running attempts of ``task_id`` (``INSTANCE/TASK`` or a bare task id)."""
+        for key, scopes in list(self._scopes.items()):
+            if key == task_id or key.rpartition("/")[2] == task_id:
+                for scope in list(scopes):
+                    scope.cancel()

@@ -1,0 +1,146 @@
+"""``memory://``: instances in dicts, for tests and short runs. Lost when the process ends."""
+
+from __future__ import annotations
+
+import attrs
+
+from .._errors import WorkflowNotFound
+from .._events import WorkflowEvent
+from .._models import (
+    ExecutionContext,
+    InstanceChanges,
+    StateTransition,
+    TaskState,
+    WorkflowFilters,
+    WorkflowInstance,
+)
+
+__all__ = ["MemoryStorage"]
+
+
+@attrs.define(eq=False)
+class _Record:
+    """One instance, kept in parts so that a change costs O(size of the change)."""
+
+    instance: WorkflowInstance  # header fields; its task_states/history are stale
+    task_states: dict[str, TaskState]
+    events: list[WorkflowEvent]
+    transitions: list[StateTransition]
+
+    def build(self) -> WorkflowInstance:
+        context = self.instance.execution_context
+        outputs = {k: s.output for k, s in self.task_states.items() if s.output is not None}
+        return attrs.evolve(
+            self.instance,
+            task_states=dict(self.task_states),
+            state_history=tuple(self.transitions),
+            execution_context=ExecutionContext(context.variables, outputs, context.environment),
+        )
+
+
+@attrs.define(eq=False)
+class MemoryStorage:
+    """The :class:`~dagflow.WorkflowStorage` for ``memory://``.
+
+    Nothing is durable; everything else behaves like the durable stores, so tests written
+    against it hold for them too. Safe to share between tasks of one event loop.
+    """
+
+    _records: dict[str, _Record] = attrs.Factory(dict)
+    _order: list[str] = attrs.Factory(list)
+
+    def __repr__(self) -> str:
+        return f"<MemoryStorage instances={len(self._records)}>"
+
+    async def store_workflow(self, instance: WorkflowInstance) -> None:
+        """Save a new instance (or replace one with the same id)."""
+        if instance.id not in self._records:
+            self._order.append(instance.id)
+        self._records[instance.id] = _Record(
+            instance, dict(instance.task_states), [], list(instance.state_history))
+
+    async def load_workflow(self, instance_id: str) -> WorkflowInstance | None:
+        """The instance as last committed, or ``None``."""
+        record = self._records.get(instance_id)
+        return record.build() if record is not None else None
+
+    async def update_workflow(self, instance: WorkflowInstance) -> None:
+        """Replace the stored instance's fields, task states and history; events stay.
+
+        Raises:
+            WorkflowNotFound: No instance has this id.
+        """
+        record = self._get(instance.id)
+        record.instance = instance
+        record.task_states = dict(instance.task_states)
+        record.transitions = list(instance.state_history)
+
+    async def list_workflows(self, filters: WorkflowFilters) -> list[WorkflowInstance]:
+        """Matching instances, newest first."""
+        out = []
+        for instance_id in reversed(self._order):
+            record = self._records[instance_id]
+            head = record.instance
+            if filters.state is not None and head.state != filters.state:
+                continue
+            if filters.user_id is not None and head.created_by != filters.user_id:
+                continue
+            if filters.workflow_id is not None and head.workflow_id != filters.workflow_id:
+                continue
+            if filters.created_after is not None and head.created_at <= filters.created_after:
+                continue
+            out.append(record.build())
+            if filters.limit is not None and len(out) >= filters.limit:
+                break
+        return out
+
+    async def delete_workflow(self, instance_id: str) -> None:
+        """Forget an instance (no error if there is none)."""
+        if self._records.pop(instance_id, None) is not None:
+            self._order.remove(instance_id)
+
+    async def commit(self, instance_id: str, changes: InstanceChanges) -> None:
+        """Apply one change.
+
+        Raises:
+            WorkflowNotFound: No instance has this id.
+        """
+        record = self._get(instance_id)
+        if changes.fields:
+            record.instance = attrs.evolve(record.instance, **changes.fields)
+        for state in changes.task_states:
+            record.task_states[state.task_id] = state
+        if changes.events:
+            record.events.extend(changes.events)
+        if changes.transitions:
+            record.transitions.extend(changes.transitions)
+
+    async def load_events(self, instance_id: str, after: int = 0,
+                          limit: int | None = None) -> list[WorkflowEvent]:
+        """Events with ``seq > after``.
+
+        Raises:
+            WorkflowNotFound: No instance has this id.
+        """
+        events = self._get(instance_id).events
+        # seq n sits at index n - 1 unless history was imported with gaps; check once
+        start = after if 0 <= after <= len(events) and (
+            after == 0 or events[after - 1].seq == after) else _first_after(events, after)
+        end = len(events) if limit is None else start + limit
+        return events[start:end]
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def _get(self, instance_id: str) -> _Record:
+        try:
+            return self._records[instance_id]
+        except KeyError:
+            raise WorkflowNotFound(instance_id=instance_id) from None
+
+
+def _first_after(events: list[WorkflowEvent], after: int) -> int:
+    for i, event in enumerate(events):
+        if event.seq > after:
+            return i
+    return len(events)
