@@ -98,5 +98,5 @@ def test_sync_run_helper(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_sync_run_inside_an_event_loop_is_refused(make_workflow: Any) -> None:
     """Calling dagflow.run() from async code raises and says what to do instead."""
-    with pytest.raises(RuntimeError, match="await engine.run"):
+    with pytest.raises(RuntimeError, match=r"await engine\.run"):
         dagflow.run(make_workflow({"id": "a"}))
