@@ -8,6 +8,8 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import socket
+import time
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping
@@ -18,10 +20,12 @@ import anyio
 import attrs
 
 from ._approval import MemoryApprovalSystem
+from ._checkpoint import DefaultCheckpointManager
 from ._clock import SystemClock
 from ._context import Resources, TaskContext
 from ._dag import DefaultDagBuilder
 from ._errors import (
+    CheckpointError,
     InvalidStateTransition,
     Problem,
     ValidationError,
@@ -38,6 +42,7 @@ from ._models import (
     Loop,
     Plugin,
     Subworkflow,
+    TaskStatus,
     WorkflowDefinition,
     WorkflowFilters,
     WorkflowInstance,
@@ -100,6 +105,7 @@ class Engine:
         store: A store URL (``memory://``, ``sqlite:///path.db``, ``postgresql://...``) or
             a :class:`~dagflow.WorkflowStorage`.
         executor: Replaces the :class:`~dagflow.TaskExecutor` (task handlers).
+        checkpoints: Replaces the :class:`~dagflow.CheckpointManager`.
         approvals: Replaces the :class:`~dagflow.ApprovalSystem`.
         state_machine: Replaces the referee of state changes.
         parser: Validates definitions built in Python before they run.
@@ -123,6 +129,7 @@ class Engine:
         *,
         store: str | Any = "memory://",
         executor: Any = None,
+        checkpoints: Any = None,
         approvals: Any = None,
         state_machine: Any = None,
         parser: Any = None,
@@ -140,7 +147,14 @@ class Engine:
     ) -> None:
         self.settings = settings or EngineSettings()
         self.clock = clock or SystemClock()
-        self.store = open_storage(store) if isinstance(store, str) else store
+        key_text = self.settings.checkpoint_key or os.environ.get("DAGFLOW_CHECKPOINT_KEY")
+        key = key_text.encode() if key_text else None
+        self.store = open_storage(store, key=key) if isinstance(store, str) else store
+        self.checkpoints = checkpoints or DefaultCheckpointManager(self.store, key,
+                                                                   self.clock.now)
+        #: who this engine is, for leases: host, process and a random part
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._crash_at = _crash_spec(os.environ.get("DAGFLOW_CRASH_AT", ""))
         self.environ: Mapping[str, str] = dict(os.environ if environ is None else environ)
         self.secrets = secrets or EnvSecretProvider(self.environ)
         self.state_machine = state_machine or DefaultStateMachine(now=self.clock.now)
@@ -168,6 +182,15 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"<Engine store={type(self.store).__name__} running={len(self._runs)}>"
+
+    def crash_point(self, name: str) -> None:
+        """For crash tests: ``DAGFLOW_CRASH_AT=name:n`` ends the process (exit 137, like
+        SIGKILL: nothing is cleaned up) the n-th time the engine passes ``name``."""
+        spec = self._crash_at
+        if spec is not None and spec[0] == name:
+            spec[1] -= 1
+            if spec[1] <= 0:
+                os._exit(137)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -436,11 +459,29 @@ class Engine:
         task_status.started()
         await self._drive(run, first_start=first_start)
 
+    async def _claim(self, instance_id: str) -> None:
+        """Take the instance's lease, or explain who has it.
+
+        Raises:
+            WorkflowError: Another live process is running it.
+        """
+        with self.clock.busy():
+            if await self.store.acquire_lease(instance_id, self.owner,
+                                              self.settings.lease_seconds):
+                return
+            holder, until = await self.store.lease_of(instance_id)
+        left = max(0.0, until - time.time())
+        raise WorkflowError(
+            f"instance {instance_id} is being run by {holder} (its lease runs for another "
+            f"{left:.0f}s): it cannot be resumed twice; if that process died, try again "
+            "once the lease has expired")
+
     async def _drive(self, run: Run, *, first_start: bool) -> None:
         instance_id = run.instance_id
         if instance_id in self._runs:
             raise InvalidStateTransition(from_state=str(run.state), to_state=str(S.RUNNING),
                                          instance_id=instance_id)
+        await self._claim(instance_id)
         self._runs[instance_id] = run
         done = self._done.setdefault(instance_id, anyio.Event())
         try:
@@ -450,6 +491,12 @@ class Engine:
             self._done.pop(instance_id, None)
             done.set()
             run.changed()
+            with anyio.CancelScope(shield=True), self.clock.busy():
+                try:
+                    await self.store.release_lease(instance_id, self.owner)
+                except Exception as exc:  # it expires by itself
+                    logger.warning("instance %s: cannot release the lease: %s",
+                                   instance_id, exc)
 
     async def _run_child(self, parent: Run, ctx: TaskContext, spec: Subworkflow,
                          chain: tuple[str, ...]) -> WorkflowInstance:
@@ -532,12 +579,14 @@ class Engine:
             run.resume()
             await run.journal.durable(run.record())
             return
-        instance = await self._load(instance_id)
-        if instance.state != S.PAUSED:
+        instance = await self._load_trusted(instance_id)
+        if instance.state not in (S.PAUSED, S.RUNNING, S.WAITING_APPROVAL):
             raise InvalidStateTransition(from_state=str(instance.state),
                                          to_state=str(S.RUNNING), instance_id=instance_id)
         if self._tg is None:
             raise RuntimeError("resume_workflow of a stored instance needs 'async with Engine'")
+        # Paused: resumed by a person; Running/WaitingApproval: its process died
+        await self._claim(instance_id)  # fail here, not in the background, if taken
         run = await self._prepare(instance)
         await self._tg.start(self._drive_started, run, False)
 
@@ -598,6 +647,183 @@ class Engine:
         finally:
             del self._runs[instance_id]
             run.changed()
+        return await self._load(instance_id)
+
+    # ------------------------------------------------------------------ durability
+
+    async def _load_trusted(self, instance_id: str) -> WorkflowInstance:
+        """The stored instance, never trusting a row that fails its checksum: such a row
+        is replaced by the task's state in the newest checkpoint that passes its own.
+
+        Raises:
+            WorkflowNotFound: No instance has this id.
+            CheckpointError: A row is corrupt and no good checkpoint can stand in for it.
+        """
+        try:
+            return await self._load(instance_id)
+        except CheckpointError as exc:
+            partial = exc.partial
+            bad = exc.problems or (str(exc),)
+            logger.error("instance %s: %s", instance_id, "; ".join(bad))
+            if partial is None:
+                raise
+        good = None
+        for listed in reversed(await self.checkpoints.list_checkpoints(instance_id)):
+            try:
+                good = await self.checkpoints.load_checkpoint(listed.id)
+                break
+            except CheckpointError as exc:
+                logger.error("instance %s: %s", instance_id, exc)
+        if good is None:
+            raise CheckpointError(
+                f"instance {instance_id} has corrupt rows ({'; '.join(bad)}) and no good "
+                "checkpoint to recover them from: not resuming it", problems=bad)
+        # rows that failed are absent from `partial`; take them from the checkpoint
+        states = dict(good.task_states)
+        states.update(partial.task_states)
+        header_bad = any("header" in problem for problem in bad)
+        restored: WorkflowInstance = attrs.evolve(
+            partial, task_states=states,
+            state=good.workflow_state if header_bad else partial.state)
+        await self.store.update_workflow(restored)  # rewrites the rows, checksums and all
+        return restored
+
+    async def recover(self) -> list[str]:
+        """Resume, in the background, every instance that was running when its process
+        died (state Running or WaitingApproval, no live lease). Completed tasks are never
+        run again; tasks that were running run again, their attempts counted.
+
+        Returns:
+            The ids of the instances resumed.
+
+        Raises:
+            RuntimeError: The engine is not entered (``async with``).
+        """
+        if self._tg is None:
+            raise RuntimeError("recover needs a running engine: 'async with Engine(...)'")
+        resumed = []
+        for state in (S.RUNNING, S.WAITING_APPROVAL):
+            for instance in await self.store.list_workflows(WorkflowFilters(state=state)):
+                if instance.parent_id or instance.id in self._runs:
+                    continue  # children are driven by their parents
+                holder, until = await self.store.lease_of(instance.id)
+                if holder is not None and until > time.time():
+                    continue  # alive elsewhere
+                try:
+                    run = await self._prepare(await self._load_trusted(instance.id))
+                    await self._tg.start(self._drive_started, run, False)
+                except WorkflowError as exc:
+                    logger.error("instance %s not recovered: %s", instance.id, exc)
+                    continue
+                resumed.append(instance.id)
+        return resumed
+
+    async def retry(self, instance_id: str, *, from_task: str | None = None
+                    ) -> WorkflowInstance:
+        """Run a Failed or Cancelled instance again under the same id, with the definition
+        it started with: failed, cancelled and never-run tasks run again (or ``from_task``
+        and everything downstream of it); completed outputs are reused, and inside a Loop
+        only the iterations that did not complete run again.
+
+        Raises:
+            InvalidStateTransition: It is not Failed or Cancelled.
+            ValidationError: ``from_task`` names no task.
+        """
+        instance = await self._load_trusted(instance_id)
+        if instance.state not in (S.FAILED, S.CANCELLED):
+            raise InvalidStateTransition(from_state=str(instance.state),
+                                         to_state=str(S.RUNNING), instance_id=instance_id)
+        dag = DefaultDagBuilder().build_dag(instance.definition)
+        again: set[str] = set()
+        if from_task is not None:
+            if from_task not in dag.index:
+                raise ValidationError([Problem(f"no task {from_task!r} in {instance.workflow_id}"
+                                               f" (tasks: {', '.join(dag.ids[:10])}...)")])
+            again = {from_task} | _downstream(dag, from_task)
+        # everything that did not complete runs again (a task skipped because a
+        # dependency failed never ran); inside a Loop, iterations are kept one by one
+        keep = {key: state for key, state in instance.task_states.items()
+                if state.state == TaskStatus.COMPLETED
+                and key.split("[", 1)[0] not in again}
+        reason = "retry" + (f" from {from_task}" if from_task else "")
+        restarted = await self._restart(instance, keep, reason)
+        run = await self._prepare(restarted)
+        await self._drive(run, first_start=False)
+        return await self._load(instance_id)
+
+    async def _restart(self, instance: WorkflowInstance, states: dict[str, Any],
+                       reason: str) -> WorkflowInstance:
+        """Store ``instance`` Running again with only ``states`` kept, ready to drive."""
+        from ._models import StateTransition
+
+        check = self.state_machine.is_valid_transition
+        if not check(instance.state, S.RUNNING):
+            raise InvalidStateTransition(from_state=str(instance.state),
+                                         to_state=str(S.RUNNING), instance_id=instance.id)
+        restarted = attrs.evolve(
+            instance, state=S.RUNNING, task_states=states, error=None, completed_at=None,
+            state_history=(*instance.state_history, StateTransition(
+                instance.state, S.RUNNING, self.clock.now(), reason)))
+        await self._claim(instance.id)
+        await self.store.update_workflow(restarted)
+        return restarted
+
+    async def archive(self, *, older_than: dt.timedelta) -> list[str]:
+        """Move Completed instances that ended more than ``older_than`` ago to Archived,
+        deleting their checkpoints.
+
+        Returns:
+            The ids archived.
+        """
+        from ._models import InstanceChanges, StateTransition
+
+        cutoff = self.clock.now() - older_than
+        archived = []
+        completed = await self.store.list_workflows(WorkflowFilters(state=S.COMPLETED))
+        for instance in completed:
+            if instance.completed_at is None or instance.completed_at > cutoff:
+                continue
+            now = self.clock.now()
+            await self.store.commit(instance.id, InstanceChanges(
+                {"state": S.ARCHIVED},
+                transitions=(StateTransition(S.COMPLETED, S.ARCHIVED, now,
+                                             f"archived: completed before {cutoff:%Y-%m-%d}"),)))
+            for checkpoint in await self.checkpoints.list_checkpoints(instance.id):
+                await self.checkpoints.delete_checkpoint(checkpoint.id)
+            archived.append(instance.id)
+        return archived
+
+    async def checkpoint(self, instance_id: str) -> Any:
+        """Write a checkpoint of the instance now (on demand) and return it."""
+        run = self._live(instance_id)
+        if run is not None:
+            await run.snapshot()
+            checkpoints = await self.checkpoints.list_checkpoints(instance_id)
+            return checkpoints[-1]
+        return await self.checkpoints.create_checkpoint(await self._load_trusted(instance_id))
+
+    async def restore(self, instance_id: str, checkpoint_id: str) -> WorkflowInstance:
+        """Rewind an instance that is not running to an earlier checkpoint and run it on
+        from there (tasks finished after the checkpoint run again).
+
+        Raises:
+            CheckpointError: The checkpoint is missing, corrupt or of another instance.
+            InvalidStateTransition: The instance is Completed or Archived, or running.
+        """
+        instance = await self._load(instance_id)
+        if instance_id in self._runs or instance.state in (S.COMPLETED, S.ARCHIVED,
+                                                           S.ROLLED_BACK):
+            raise InvalidStateTransition(from_state=str(instance.state),
+                                         to_state=str(S.RUNNING), instance_id=instance_id)
+        checkpoint = await self.checkpoints.load_checkpoint(checkpoint_id)
+        if checkpoint.instance_id != instance_id:
+            raise CheckpointError(f"checkpoint {checkpoint_id} is not of {instance_id}",
+                                  checkpoint_id=checkpoint_id)
+        # from the state it is in now, with the task states it had at the checkpoint
+        restarted = await self._restart(instance, dict(checkpoint.task_states),
+                                        f"restored to checkpoint {checkpoint_id}")
+        run = await self._prepare(restarted)
+        await self._drive(run, first_start=False)
         return await self._load(instance_id)
 
     # ------------------------------------------------------------------ reading
@@ -689,3 +915,23 @@ class EventStream:
 
 def _utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _downstream(dag: Any, task_id: str) -> set[str]:
+    """Every task that depends, directly or not, on ``task_id``."""
+    seen: set[int] = set()
+    stack = list(dag.children[dag.index[task_id]])
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(dag.children[node])
+    return {dag.ids[i] for i in seen}
+
+
+def _crash_spec(text: str) -> list[Any] | None:
+    """``"task-finished:3"`` -> ``["task-finished", 3]`` (``None`` when unset)."""
+    name, _, count = text.partition(":")
+    if not name:
+        return None
+    return [name, int(count) if count.isdigit() else 1]

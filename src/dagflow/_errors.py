@@ -200,10 +200,20 @@ class ApprovalTimeout(ApprovalError):
 
 
 class CheckpointError(WorkflowError):
-    """A checkpoint is missing, corrupt or was tampered with."""
+    """A checkpoint or a stored row is missing, corrupt or was tampered with.
 
-    def __init__(self, message: str, *, checkpoint_id: str | None = None) -> None:
+    Attributes:
+        checkpoint_id: The checkpoint concerned, if one.
+        problems: What failed its checksum, one line each.
+        partial: The instance as loaded without the rows that failed (for recovery from
+            the last good checkpoint), if the error came from loading an instance.
+    """
+
+    def __init__(self, message: str, *, checkpoint_id: str | None = None,
+                 problems: Iterable[str] = (), partial: Any = None) -> None:
         self.checkpoint_id = checkpoint_id
+        self.problems = tuple(problems)
+        self.partial = partial
         super().__init__(message)
 
 

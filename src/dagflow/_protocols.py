@@ -318,6 +318,36 @@ class WorkflowStorage(Protocol):
         """Release connections and files; the store is not used afterwards."""
         ...
 
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Keep a snapshot (a store may prune the oldest of an instance)."""
+        ...
+
+    async def load_checkpoint(self, checkpoint_id: str) -> Checkpoint | None:
+        """A snapshot as stored, or ``None`` (the CheckpointManager verifies it)."""
+        ...
+
+    async def list_checkpoints(self, instance_id: str) -> list[Checkpoint]:
+        """An instance's snapshots, oldest first."""
+        ...
+
+    async def delete_checkpoint(self, checkpoint_id: str) -> None:
+        """Remove a snapshot."""
+        ...
+
+    async def acquire_lease(self, instance_id: str, owner: str, seconds: float) -> bool:
+        """Take or renew the right to drive an instance for ``seconds``; False when another
+        owner holds an unexpired lease. Later commits of this store for the instance must
+        fail if someone else takes the lease (fencing)."""
+        ...
+
+    async def release_lease(self, instance_id: str, owner: str) -> None:
+        """Give the lease up (only if ``owner`` holds it)."""
+        ...
+
+    async def lease_of(self, instance_id: str) -> tuple[str | None, float]:
+        """Who holds the lease, and until when (Unix time)."""
+        ...
+
 
 @runtime_checkable
 class WorkflowEngine(Protocol):

@@ -34,6 +34,7 @@ from ._events import (
     ApprovalGranted,
     ApprovalRejected,
     ApprovalRequired,
+    CheckpointCreated,
     RollbackCompleted,
     RollbackFailed,
     RollbackStarted,
@@ -73,13 +74,13 @@ from ._models import (
     TaskOutput,
     TaskState,
     TaskStatus,
+    WorkflowInstance,
     WorkflowState,
 )
 
 if TYPE_CHECKING:
     from ._dag import WorkflowDag
     from ._engine import Engine
-    from ._models import WorkflowInstance
 
 __all__ = ["Run", "idempotency_key"]
 
@@ -161,7 +162,9 @@ class _Journal:
                 try:
                     # shielded: a batch is either committed and acknowledged, or failed
                     with anyio.CancelScope(shield=True), run.engine.clock.busy():
+                        run.engine.crash_point("before-commit")
                         await _commit_with_retries(store, run.instance_id, merged)
+                        run.engine.crash_point("after-commit")
                 except Exception as exc:
                     self.error = exc
                     logger.error("instance %s: store commit failed: %s", run.instance_id, exc)
@@ -255,7 +258,7 @@ class Run:
     finished: anyio.Event = attrs.Factory(anyio.Event)
     _changed: anyio.Event = attrs.Factory(anyio.Event)
     _tg: Any = None
-    _scope: anyio.CancelScope | None = None
+    _snapshot_seq: int = -1
 
     def __attrs_post_init__(self) -> None:
         self.journal = _Journal(self)
@@ -364,12 +367,20 @@ class Run:
             self.transition(S.RUNNING, "started" if first_start else "resumed", (started,),
                             fields)
         timeout = self.instance.definition.config.timeout_seconds
+        began = self.instance.started_at or now
+        interval = (self.engine.settings.checkpoint_interval_seconds
+                    or self.instance.definition.config.checkpoint_interval_seconds)
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self.journal.flusher)
+                tg.start_soon(self._keep_lease)
                 if timeout:
-                    tg.start_soon(self._watch_timeout, float(timeout))
+                    # measured from the first start: a recovered run keeps its deadline
+                    left = float(timeout) - (now - began).total_seconds()
+                    tg.start_soon(self._watch_timeout, float(timeout), max(0.0, left))
+                if interval:
+                    tg.start_soon(self._checkpoint_timer, float(interval))
                 self._begin()
                 await self.finished.wait()
                 tg.cancel_scope.cancel()
@@ -377,7 +388,74 @@ class Run:
             self._tg = None
         if self.journal.error is None:
             await self._finish_instance()
+            if self.state == S.PAUSED:  # a recovery point to resume from
+                await self.snapshot()
         self.changed()
+
+    async def _keep_lease(self) -> None:
+        """Renew this process's lease on the instance; losing it stops the run (G9)."""
+        engine = self.engine
+        seconds = engine.settings.lease_seconds
+        while True:
+            await anyio.sleep(seconds / 3)  # real time: leases expire in real time
+            try:
+                with engine.clock.busy():
+                    kept = await engine.store.acquire_lease(self.instance_id, engine.owner,
+                                                            seconds)
+            except Exception as exc:
+                logger.warning("instance %s: cannot renew the lease: %s", self.instance_id,
+                               exc)
+                continue  # it may still be ours; commits are fenced either way
+            if not kept:
+                self.storage_failed(StorageError("another process took over this instance "
+                                                 "(its lease expired)"))
+                return
+
+    async def _checkpoint_timer(self, interval: float) -> None:
+        """A snapshot ``interval`` after the first change since the last one: an idle run
+        (waiting for people) neither writes snapshots nor keeps a fake clock busy."""
+        while True:
+            if self.seq == self._snapshot_seq:
+                await self.wait_changed()
+                continue
+            await self.engine.clock.sleep(interval)
+            await self.snapshot()
+
+    def current(self) -> WorkflowInstance:
+        """The instance as this run knows it now (what a snapshot holds)."""
+        states: dict[str, TaskState] = dict(self.iterations)
+        tasks = self.tasks
+        for i, status in enumerate(self.status):
+            if status == T.PENDING and not self.attempts[i]:
+                continue
+            states[tasks[i].id] = TaskState(tasks[i].id, status, self.started_at[i], None,
+                                            self.attempts[i], self.outputs[i], self.errors[i])
+        context = self.instance.execution_context
+        outputs = {k: s.output for k, s in states.items() if s.output is not None}
+        return attrs.evolve(self.instance, state=self.state, task_states=states,
+                            execution_context=attrs.evolve(context, outputs=outputs))
+
+    async def snapshot(self) -> None:
+        """Write a checkpoint of what is durable now, and say so in an event."""
+        if self.journal.error is not None:
+            return
+        await self._flushed()
+        try:
+            with self.engine.clock.busy():
+                checkpoint = await self.engine.checkpoints.create_checkpoint(self.current())
+        except Exception as exc:  # a failed snapshot is logged; the rows are still there
+            logger.error("instance %s: checkpoint failed: %s", self.instance_id, exc)
+            return
+        self.record(events=(self.event(CheckpointCreated, checkpoint_id=checkpoint.id),))
+        self._snapshot_seq = self.seq
+        await self._flushed()
+
+    async def _flushed(self) -> None:
+        """Until everything recorded so far is durable (the flusher may have stopped)."""
+        if self._tg is None:
+            await self.journal.drain()
+        else:
+            await self.journal.durable(self.record())
 
     def _begin(self) -> None:
         n = len(self.tasks)
@@ -390,8 +468,8 @@ class Run:
                            if status[i] == T.PENDING and not self.waiting[i]]
         self._settle()
 
-    async def _watch_timeout(self, seconds: float) -> None:
-        await self.engine.clock.sleep(seconds)
+    async def _watch_timeout(self, seconds: float, left: float) -> None:
+        await self.engine.clock.sleep(left)
         self.stop("cancelled", f"workflow timed out after {seconds:g}s (config.timeout_seconds)")
 
     # ------------------------------------------------------------------ deciding
@@ -651,7 +729,11 @@ class Run:
                 state=TaskState(unit.key, T.RUNNING, unit.started_at, None, attempt),
                 events=(self.event(TaskStarted, task_id=unit.key, attempt=attempt),))
             await self.journal.durable(done)  # durable before the side effect (G2, G4)
+            self.engine.crash_point("task-started")
+            if isinstance(task.type, Deploy | Scale) and task.config.checkpoint:
+                await self.snapshot()  # a recovery point before touching the cluster
             outcome, retryable = await self._attempt(unit, attempt, index)
+            self.engine.crash_point("task-finished")
             if outcome.status != T.FAILED or outcome.timed_out_approval:
                 return outcome
             if not (retryable and tries_left > 0 and policy is not None

@@ -49,6 +49,12 @@ class EngineSettings:
         checkpoint_interval_seconds: Overrides the workflow's own interval when set.
         approval_poll_seconds: How often a waiting gate looks for decisions made by other
             processes.
+        lease_seconds: How long a process's claim on a running instance lasts without
+            renewal (renewed every third of it); after that another process may recover
+            the instance.
+        checkpoint_key: HMAC key for the checksums of stored rows and checkpoints (default:
+            ``$DAGFLOW_CHECKPOINT_KEY``, else plain SHA-256, which detects corruption but
+            not deliberate tampering by someone who can write to the database).
     """
 
     max_output_bytes: int = 1024 * 1024
@@ -60,3 +66,5 @@ class EngineSettings:
     kill_grace_seconds: float = 2.0
     checkpoint_interval_seconds: float | None = None
     approval_poll_seconds: float = 0.5
+    lease_seconds: float = 30.0
+    checkpoint_key: str | None = None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import attrs
 
 from .._errors import WorkflowNotFound
 from .._events import WorkflowEvent
 from .._models import (
+    Checkpoint,
     ExecutionContext,
     InstanceChanges,
     StateTransition,
@@ -48,6 +51,9 @@ class MemoryStorage:
 
     _records: dict[str, _Record] = attrs.Factory(dict)
     _order: list[str] = attrs.Factory(list)
+    _checkpoints: dict[str, Checkpoint] = attrs.Factory(dict)
+    _leases: dict[str, tuple[str, float]] = attrs.Factory(dict)
+    keep_checkpoints: int = 10
 
     def __repr__(self) -> str:
         return f"<MemoryStorage instances={len(self._records)}>"
@@ -131,6 +137,47 @@ class MemoryStorage:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Keep a snapshot (the newest ``keep_checkpoints`` per instance)."""
+        self._checkpoints[checkpoint.id] = checkpoint
+        mine = [c for c in self._checkpoints.values()
+                if c.instance_id == checkpoint.instance_id]
+        for stale in mine[:-self.keep_checkpoints]:
+            del self._checkpoints[stale.id]
+
+    async def load_checkpoint(self, checkpoint_id: str) -> Checkpoint | None:
+        """A snapshot, or ``None``."""
+        return self._checkpoints.get(checkpoint_id)
+
+    async def list_checkpoints(self, instance_id: str) -> list[Checkpoint]:
+        """An instance's snapshots, oldest first."""
+        return [c for c in self._checkpoints.values() if c.instance_id == instance_id]
+
+    async def delete_checkpoint(self, checkpoint_id: str) -> None:
+        """Forget a snapshot."""
+        self._checkpoints.pop(checkpoint_id, None)
+
+    async def acquire_lease(self, instance_id: str, owner: str, seconds: float) -> bool:
+        """Take or renew the right to drive an instance (False if someone else has it)."""
+        self._get(instance_id)
+        now = time.time()
+        holder = self._leases.get(instance_id)
+        if holder is not None and holder[0] != owner and holder[1] > now:
+            return False
+        self._leases[instance_id] = (owner, now + seconds)
+        return True
+
+    async def release_lease(self, instance_id: str, owner: str) -> None:
+        """Give up the lease if ``owner`` holds it."""
+        holder = self._leases.get(instance_id)
+        if holder is not None and holder[0] == owner:
+            del self._leases[instance_id]
+
+    async def lease_of(self, instance_id: str) -> tuple[str | None, float]:
+        """Who holds the lease and until when (Unix time)."""
+        self._get(instance_id)
+        return self._leases.get(instance_id, (None, 0.0))
 
     def _get(self, instance_id: str) -> _Record:
         try:

@@ -1,0 +1,765 @@
+"""What the SQLite and PostgreSQL stores share: the schema, its migrations, and how an
+instance is kept as small rows.
+
+An instance is a header row (``instances``), one row per task (``task_states``), and
+append-only ``events`` and ``transitions``. A change — a task state, events, a state
+transition — is one transaction touching only those rows, so its cost does not grow with
+the number of tasks already finished. Every header and task row carries a checksum (HMAC-
+SHA256 with a key, SHA-256 without); a row whose checksum does not match is never loaded.
+Checkpoints (full snapshots) have their own table and checksum.
+
+Several engine processes may share one database: an instance is driven by the holder of
+its lease, and every commit is conditional on the lease's fencing token, so a process that
+lost its lease cannot write.
+
+The drivers (sqlite3, psycopg) are blocking; each store runs them in worker threads, one
+transaction per call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from .._errors import CheckpointError, StorageError, WorkflowNotFound
+from .._events import WorkflowEvent, event_from_dict, event_to_dict
+from .._models import (
+    Checkpoint,
+    ExecutionContext,
+    InstanceChanges,
+    StateTransition,
+    TaskOutput,
+    TaskState,
+    TaskStatus,
+    WorkflowDefinition,
+    WorkflowFilters,
+    WorkflowInstance,
+    WorkflowState,
+)
+from .._serde import make_converter
+
+__all__ = ["SCHEMA_VERSION", "Checksums", "SqlStorage"]
+
+#: Bumped with every change of the tables; MIGRATIONS[v] upgrades v-1 to v.
+SCHEMA_VERSION = 1
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS dagflow_instances (
+    id TEXT PRIMARY KEY,
+    workflow_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    started_at TEXT,
+    completed_at TEXT,
+    error TEXT,
+    workdir TEXT NOT NULL,
+    parent_id TEXT,
+    definition_hash TEXT NOT NULL,
+    context TEXT NOT NULL,
+    last_seq BIGINT NOT NULL DEFAULT 0,
+    transitions BIGINT NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires DOUBLE PRECISION NOT NULL DEFAULT 0,
+    lease_token BIGINT NOT NULL DEFAULT 0,
+    recoveries BIGINT NOT NULL DEFAULT 0,
+    checksum TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dagflow_instances_state ON dagflow_instances (state, created_at);
+CREATE INDEX IF NOT EXISTS dagflow_instances_created ON dagflow_instances (created_at);
+CREATE TABLE IF NOT EXISTS dagflow_definitions (
+    hash TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dagflow_task_states (
+    instance_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at TEXT,
+    completed_at TEXT,
+    attempts BIGINT NOT NULL,
+    output TEXT,
+    error TEXT,
+    checksum TEXT NOT NULL,
+    PRIMARY KEY (instance_id, task_id)
+);
+CREATE TABLE IF NOT EXISTS dagflow_events (
+    instance_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (instance_id, seq)
+);
+CREATE TABLE IF NOT EXISTS dagflow_transitions (
+    instance_id TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL,
+    at TEXT NOT NULL,
+    reason TEXT,
+    PRIMARY KEY (instance_id, n)
+);
+CREATE TABLE IF NOT EXISTS dagflow_checkpoints (
+    id TEXT PRIMARY KEY,
+    instance_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    body TEXT NOT NULL,
+    checksum TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dagflow_checkpoints_instance
+    ON dagflow_checkpoints (instance_id, created_at);
+CREATE TABLE IF NOT EXISTS dagflow_approvals (
+    id TEXT PRIMARY KEY,
+    instance_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    body TEXT NOT NULL,
+    checksum TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dagflow_approvals_open ON dagflow_approvals (state, instance_id);
+"""
+
+#: version -> statements that upgrade the schema from version - 1 (none yet after 1).
+MIGRATIONS: dict[int, Sequence[str]] = {}
+
+_HEADER_FIELDS = ("state", "started_at", "completed_at", "error")
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None
+
+
+class Checksums:
+    """Row checksums: HMAC-SHA256 with a key kept outside the database, else SHA-256
+    (which catches corruption but not someone who can write to the database)."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key
+
+    def __call__(self, *parts: Any) -> str:
+        text = json.dumps(parts, separators=(",", ":"), ensure_ascii=False, default=str)
+        if self._key:
+            return "h:" + hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+        return "s:" + hashlib.sha256(text.encode()).hexdigest()
+
+    def matches(self, expected: str, *parts: Any) -> bool:
+        """Whether ``expected`` is the checksum of ``parts`` (constant time)."""
+        return hmac.compare_digest(expected, self(*parts))
+
+
+class SqlStorage:
+    """The durable :class:`~dagflow.WorkflowStorage` logic; subclasses open connections.
+
+    Subclasses provide :meth:`_connect` (a DB-API connection), the placeholder style and
+    the SQL that differs, and call :meth:`_setup` once.
+    """
+
+    placeholder = "?"
+    #: worker threads that may use the database at once
+    threads = 1
+    #: at most this many checkpoints are kept per instance (older ones are pruned)
+    keep_checkpoints = 10
+
+    def __init__(self, *, key: bytes | None = None) -> None:
+        self.checksum = Checksums(key)
+        self._converter = make_converter()
+        self._definitions: dict[str, WorkflowDefinition] = {}
+        self._tokens: dict[str, int] = {}  # instance -> our lease's fencing token
+        self._limiter = anyio.CapacityLimiter(self.threads)
+        self._closed = False
+
+    # ------------------------------------------------------------------ subclass hooks
+
+    def _connection(self) -> Any:
+        """The connection to use in the current worker thread."""
+        raise NotImplementedError
+
+    def _release(self, conn: Any) -> None:
+        """Give a connection back after a transaction."""
+
+    def _begin(self, cur: Any, write: bool) -> None:
+        """Start a transaction (drivers that begin one implicitly do nothing)."""
+
+    def _q(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    async def _run(self, work: Callable[[Any], Any], *, write: bool = True) -> Any:
+        """Run ``work(cursor)`` in one transaction on a worker thread."""
+        if self._closed:
+            raise StorageError("the store is closed")
+
+        def transaction() -> Any:
+            conn = self._connection()
+            try:
+                cur = conn.cursor()
+                self._begin(cur, write)
+                result = work(cur)
+                conn.commit()
+                return result
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                self._release(conn)
+
+        try:
+            return await anyio.to_thread.run_sync(transaction, limiter=self._limiter)
+        except (WorkflowNotFound, CheckpointError, StorageError):
+            raise
+        except Exception as exc:
+            raise StorageError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _setup(self, cur: Any) -> None:
+        """Create the tables, or migrate them, and check the schema version."""
+        for statement in _TABLES.split(";"):
+            if statement.strip():
+                cur.execute(statement)
+        cur.execute("CREATE TABLE IF NOT EXISTS dagflow_schema (version INTEGER NOT NULL)")
+        cur.execute("SELECT version FROM dagflow_schema")
+        row = cur.fetchone()
+        if row is None:
+            cur.execute(self._q("INSERT INTO dagflow_schema (version) VALUES (?)"),
+                        (SCHEMA_VERSION,))
+            return
+        version = int(row[0])
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"the database has dagflow schema version {version}, newer than this "
+                f"dagflow's {SCHEMA_VERSION}: upgrade dagflow")
+        while version < SCHEMA_VERSION:
+            version += 1
+            for statement in MIGRATIONS.get(version, ()):
+                cur.execute(statement)
+            cur.execute(self._q("UPDATE dagflow_schema SET version = ?"), (version,))
+
+    # ------------------------------------------------------------------ rows
+
+    def _header_sum(self, h: dict[str, Any]) -> str:
+        return self.checksum(*self._header_parts(h))
+
+    def _task_row(self, instance_id: str, state: TaskState) -> tuple[Any, ...]:
+        output = (json.dumps(self._converter.unstructure(state.output), ensure_ascii=False,
+                             default=str) if state.output is not None else None)
+        values = (instance_id, state.task_id, state.state.value, _iso(state.started_at),
+                  _iso(state.completed_at), state.attempts, output, state.error)
+        return (*values, self.checksum("task", *values))
+
+    def _task_from_row(self, row: Sequence[Any]) -> TaskState | None:
+        """The task state of a row, or None when its checksum does not match."""
+        *values, checksum = row
+        if not self.checksum.matches(checksum, "task", *values):
+            return None
+        _, task_id, state, started, completed, attempts, output, error = values
+        return TaskState(
+            task_id, TaskStatus(state), _time(started), _time(completed), int(attempts),
+            self._converter.structure(json.loads(output), TaskOutput) if output else None,
+            error)
+
+    def _event_rows(self, instance_id: str, events: Iterable[WorkflowEvent]
+                    ) -> list[tuple[Any, ...]]:
+        conv = self._converter
+        return [(instance_id, e.seq, e.type_name,
+                 json.dumps(event_to_dict(conv, e), ensure_ascii=False, default=str))
+                for e in events]
+
+    # ------------------------------------------------------------------ protocol
+
+    async def store_workflow(self, instance: WorkflowInstance) -> None:
+        """Save a new instance with its definition snapshot.
+
+        Raises:
+            StorageError: An instance with this id exists already, or the write failed.
+        """
+        conv = self._converter
+        definition = json.dumps(conv.unstructure(instance.definition), ensure_ascii=False,
+                                separators=(",", ":"))
+        context = json.dumps(conv.unstructure(instance.execution_context), ensure_ascii=False,
+                             default=str)
+        header = {
+            "id": instance.id, "workflow_id": instance.workflow_id,
+            "state": instance.state.value, "created_at": instance.created_at.isoformat(),
+            "created_by": instance.created_by, "started_at": _iso(instance.started_at),
+            "completed_at": _iso(instance.completed_at), "error": instance.error,
+            "workdir": instance.workdir, "parent_id": instance.parent_id,
+            "definition_hash": instance.definition_hash, "context": context,
+        }
+        checksum = self._header_sum(header)
+        tasks = [self._task_row(instance.id, s) for s in instance.task_states.values()]
+        q = self._q
+        transitions = [(instance.id, n, t.from_state.value, t.to_state.value,
+                        t.timestamp.isoformat(), t.reason)
+                       for n, t in enumerate(instance.state_history, 1)]
+
+        def work(cur: Any) -> None:
+            cur.execute(q("SELECT 1 FROM dagflow_instances WHERE id = ?"), (instance.id,))
+            if cur.fetchone() is not None:
+                raise StorageError(f"an instance with id {instance.id!r} exists already")
+            cur.execute(q("SELECT 1 FROM dagflow_definitions WHERE hash = ?"),
+                        (instance.definition_hash,))
+            if cur.fetchone() is None:
+                cur.execute(q("INSERT INTO dagflow_definitions (hash, body) VALUES (?, ?)"),
+                            (instance.definition_hash, definition))
+            cur.execute(q(
+                "INSERT INTO dagflow_instances (id, workflow_id, state, created_at, created_by,"
+                " started_at, completed_at, error, workdir, parent_id, definition_hash, context,"
+                " transitions, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                (*header.values(), len(transitions), checksum))
+            if tasks:
+                cur.executemany(q(
+                    "INSERT INTO dagflow_task_states (instance_id, task_id, state, started_at,"
+                    " completed_at, attempts, output, error, checksum)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"), tasks)
+            if transitions:
+                cur.executemany(q(
+                    "INSERT INTO dagflow_transitions (instance_id, n, from_state, to_state, at,"
+                    " reason) VALUES (?, ?, ?, ?, ?, ?)"), transitions)
+
+        await self._run(work)
+        self._definitions.setdefault(instance.definition_hash, instance.definition)
+
+    _HEADER_COLUMNS = ("id, workflow_id, state, created_at, created_by, started_at, "
+                       "completed_at, error, workdir, parent_id, definition_hash, context, "
+                       "checksum")
+
+    async def load_workflow(self, instance_id: str) -> WorkflowInstance | None:
+        """The instance as last committed, or ``None``.
+
+        Raises:
+            CheckpointError: A row's checksum does not match (it is corrupt or was
+                tampered with); ``.problems`` names them and ``.partial`` is the instance
+                without those rows.
+        """
+        q = self._q
+
+        def work(cur: Any) -> Any:
+            cur.execute(q(f"SELECT {self._HEADER_COLUMNS} FROM dagflow_instances WHERE id = ?"),
+                        (instance_id,))
+            header = cur.fetchone()
+            if header is None:
+                return None
+            cur.execute(q("SELECT instance_id, task_id, state, started_at, completed_at,"
+                          " attempts, output, error, checksum FROM dagflow_task_states"
+                          " WHERE instance_id = ?"), (instance_id,))
+            tasks = cur.fetchall()
+            cur.execute(q("SELECT from_state, to_state, at, reason FROM dagflow_transitions"
+                          " WHERE instance_id = ? ORDER BY n"), (instance_id,))
+            transitions = cur.fetchall()
+            definition = None
+            if header[10] not in self._definitions:
+                cur.execute(q("SELECT body FROM dagflow_definitions WHERE hash = ?"),
+                            (header[10],))
+                found = cur.fetchone()
+                definition = found[0] if found else None
+            return header, tasks, transitions, definition
+
+        found = await self._run(work, write=False)
+        if found is None:
+            return None
+        return self._build(*found)
+
+    def _build(self, header: Sequence[Any], tasks: Sequence[Sequence[Any]],
+               transitions: Sequence[Sequence[Any]], definition_text: str | None
+               ) -> WorkflowInstance:
+        names = self._HEADER_COLUMNS.split(", ")
+        h = dict(zip(names, header, strict=True))
+        problems: list[str] = []
+        if not self.checksum.matches(h["checksum"], *self._header_parts(h)):
+            problems.append(f"instance {h['id']}: header row checksum does not match")
+        definition = self._definition(h["definition_hash"], definition_text)
+        states: dict[str, TaskState] = {}
+        for row in tasks:
+            state = self._task_from_row(row)
+            if state is None:
+                problems.append(f"instance {h['id']}: task {row[1]!r} row checksum does not "
+                                "match")
+            else:
+                states[state.task_id] = state
+        context = self._converter.structure(json.loads(h["context"]), ExecutionContext)
+        outputs = {k: s.output for k, s in states.items() if s.output is not None}
+        instance = WorkflowInstance(
+            id=h["id"], workflow_id=h["workflow_id"], definition=definition,
+            state=WorkflowState(h["state"]), created_at=_time(h["created_at"]),  # type: ignore[arg-type]
+            created_by=h["created_by"], started_at=_time(h["started_at"]),
+            completed_at=_time(h["completed_at"]),
+            execution_context=ExecutionContext(context.variables, outputs, context.environment),
+            task_states=states, error=h["error"],
+            state_history=tuple(StateTransition(WorkflowState(f), WorkflowState(t),
+                                                _time(at), r)  # type: ignore[arg-type]
+                                for f, t, at, r in transitions),
+            workdir=h["workdir"], definition_hash=h["definition_hash"], parent_id=h["parent_id"],
+        )
+        if problems:
+            raise CheckpointError("; ".join(problems), partial=instance, problems=problems)
+        return instance
+
+    def _header_parts(self, h: dict[str, Any]) -> tuple[Any, ...]:
+        return ("instance", h["id"], h["workflow_id"], h["state"], h["created_at"],
+                h["created_by"], h["started_at"], h["completed_at"], h["error"], h["workdir"],
+                h["parent_id"], h["definition_hash"], h["context"])
+
+    def _definition(self, digest: str, text: str | None) -> WorkflowDefinition:
+        cached = self._definitions.get(digest)
+        if cached is not None:
+            return cached
+        if text is None:
+            raise CheckpointError(f"the definition snapshot {digest[:12]} is missing")
+        if hashlib.sha256(_canonical(text).encode()).hexdigest() != digest:
+            raise CheckpointError(f"the definition snapshot {digest[:12]} does not match its "
+                                  "hash (corrupt or edited)")
+        from .._parse import loads
+
+        definition = loads(text, format="json")
+        self._definitions[digest] = definition
+        return definition
+
+    async def update_workflow(self, instance: WorkflowInstance) -> None:
+        """Replace the stored instance's header, task states and history; events stay.
+
+        Raises:
+            WorkflowNotFound: No instance has this id.
+        """
+        q = self._q
+        context = json.dumps(self._converter.unstructure(instance.execution_context),
+                             ensure_ascii=False, default=str)
+        tasks = [self._task_row(instance.id, s) for s in instance.task_states.values()]
+        transitions = [(instance.id, n, t.from_state.value, t.to_state.value,
+                        t.timestamp.isoformat(), t.reason)
+                       for n, t in enumerate(instance.state_history, 1)]
+
+        def work(cur: Any) -> None:
+            h = self._load_header(cur, instance.id)
+            h.update(state=instance.state.value, started_at=_iso(instance.started_at),
+                     completed_at=_iso(instance.completed_at), error=instance.error,
+                     context=context)
+            self._fence(cur, instance.id)
+            cur.execute(q("UPDATE dagflow_instances SET state = ?, started_at = ?,"
+                          " completed_at = ?, error = ?, context = ?, transitions = ?,"
+                          " checksum = ? WHERE id = ?"),
+                        (h["state"], h["started_at"], h["completed_at"], h["error"], context,
+                         len(transitions), self._header_sum(h), instance.id))
+            cur.execute(q("DELETE FROM dagflow_task_states WHERE instance_id = ?"),
+                        (instance.id,))
+            cur.execute(q("DELETE FROM dagflow_transitions WHERE instance_id = ?"),
+                        (instance.id,))
+            if tasks:
+                cur.executemany(q(
+                    "INSERT INTO dagflow_task_states (instance_id, task_id, state, started_at,"
+                    " completed_at, attempts, output, error, checksum)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"), tasks)
+            if transitions:
+                cur.executemany(q(
+                    "INSERT INTO dagflow_transitions (instance_id, n, from_state, to_state, at,"
+                    " reason) VALUES (?, ?, ?, ?, ?, ?)"), transitions)
+
+        await self._run(work)
+
+    def _load_header(self, cur: Any, instance_id: str) -> dict[str, Any]:
+        cur.execute(self._q(f"SELECT {self._HEADER_COLUMNS} FROM dagflow_instances"
+                            " WHERE id = ?"), (instance_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise WorkflowNotFound(instance_id=instance_id)
+        return dict(zip(self._HEADER_COLUMNS.split(", "), row, strict=True))
+
+    def _fence(self, cur: Any, instance_id: str) -> None:
+        """Refuse to write when another process took this instance's lease from us."""
+        token = self._tokens.get(instance_id)
+        if token is None:
+            return
+        cur.execute(self._q("SELECT lease_token FROM dagflow_instances WHERE id = ?"),
+                    (instance_id,))
+        row = cur.fetchone()
+        if row is None or int(row[0]) != token:
+            raise StorageError(f"instance {instance_id} is now driven by another process "
+                               "(this process lost its lease): not writing")
+
+    async def commit(self, instance_id: str, changes: InstanceChanges) -> None:
+        """Apply one change in one transaction.
+
+        Raises:
+            WorkflowNotFound: No instance has this id.
+            StorageError: The write failed, or this process lost the instance's lease.
+        """
+        q = self._q
+        tasks = [self._task_row(instance_id, s) for s in changes.task_states]
+        events = self._event_rows(instance_id, changes.events)
+        fields = changes.fields
+        last_seq = changes.events[-1].seq if changes.events else None
+        transitions = changes.transitions
+        token = self._tokens.get(instance_id)
+
+        def work(cur: Any) -> None:
+            if fields or transitions:
+                h = self._load_header(cur, instance_id)
+                for name in _HEADER_FIELDS:
+                    if name in fields:
+                        value = fields[name]
+                        h[name] = (value.value if isinstance(value, WorkflowState)
+                                   else _iso(value) if isinstance(value, dt.datetime)
+                                   else value)
+                cur.execute(q("SELECT transitions FROM dagflow_instances WHERE id = ?"),
+                            (instance_id,))
+                count = int(cur.fetchone()[0])
+                if transitions:
+                    cur.executemany(q(
+                        "INSERT INTO dagflow_transitions (instance_id, n, from_state, to_state,"
+                        " at, reason) VALUES (?, ?, ?, ?, ?, ?)"),
+                        [(instance_id, count + n, t.from_state.value, t.to_state.value,
+                          t.timestamp.isoformat(), t.reason)
+                         for n, t in enumerate(transitions, 1)])
+                sql = ("UPDATE dagflow_instances SET state = ?, started_at = ?,"
+                       " completed_at = ?, error = ?, transitions = ?, checksum = ?"
+                       + (", last_seq = ?" if last_seq is not None else "") + " WHERE id = ?")
+                params: list[Any] = [h["state"], h["started_at"], h["completed_at"],
+                                     h["error"], count + len(transitions), self._header_sum(h)]
+            else:
+                sql = "UPDATE dagflow_instances SET last_seq = ? WHERE id = ?"
+                params = []
+                if last_seq is None:
+                    sql = "UPDATE dagflow_instances SET last_seq = last_seq WHERE id = ?"
+            if last_seq is not None:
+                params.append(last_seq)
+            params.append(instance_id)
+            if token is not None:
+                sql += " AND lease_token = ?"
+                params.append(token)
+            cur.execute(q(sql), params)
+            if cur.rowcount != 1:
+                cur.execute(q("SELECT lease_token FROM dagflow_instances WHERE id = ?"),
+                            (instance_id,))
+                if cur.fetchone() is None:
+                    raise WorkflowNotFound(instance_id=instance_id)
+                raise StorageError(f"instance {instance_id} is now driven by another process "
+                                   "(this process lost its lease): not writing")
+            if tasks:
+                cur.executemany(q(self._upsert_task_sql()), tasks)
+            if events:
+                cur.executemany(q("INSERT INTO dagflow_events (instance_id, seq, type, body)"
+                                  " VALUES (?, ?, ?, ?)"), events)
+
+        await self._run(work)
+
+    def _upsert_task_sql(self) -> str:
+        return ("INSERT INTO dagflow_task_states (instance_id, task_id, state, started_at,"
+                " completed_at, attempts, output, error, checksum)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (instance_id, task_id) DO UPDATE SET state = excluded.state,"
+                " started_at = excluded.started_at, completed_at = excluded.completed_at,"
+                " attempts = excluded.attempts, output = excluded.output,"
+                " error = excluded.error, checksum = excluded.checksum")
+
+    async def list_workflows(self, filters: WorkflowFilters) -> list[WorkflowInstance]:
+        """Matching instances, newest first (rows failing their checksum are left out and
+        logged)."""
+        where, params = ["1 = 1"], []
+        if filters.state is not None:
+            where.append("state = ?")
+            params.append(filters.state.value)
+        if filters.user_id is not None:
+            where.append("created_by = ?")
+            params.append(filters.user_id)
+        if filters.workflow_id is not None:
+            where.append("workflow_id = ?")
+            params.append(filters.workflow_id)
+        if filters.created_after is not None:
+            where.append("created_at > ?")
+            params.append(filters.created_after.isoformat())
+        sql = (f"SELECT id FROM dagflow_instances WHERE {' AND '.join(where)}"
+               " ORDER BY created_at DESC, id DESC")
+        if filters.limit is not None:
+            sql += f" LIMIT {int(filters.limit)}"
+
+        def work(cur: Any) -> list[str]:
+            cur.execute(self._q(sql), params)
+            return [row[0] for row in cur.fetchall()]
+
+        out = []
+        for instance_id in await self._run(work, write=False):
+            try:
+                instance = await self.load_workflow(instance_id)
+            except CheckpointError as exc:
+                import logging
+
+                logging.getLogger("dagflow").error("not listing %s: %s", instance_id, exc)
+                continue
+            if instance is not None:
+                out.append(instance)
+        return out
+
+    async def delete_workflow(self, instance_id: str) -> None:
+        """Remove an instance and everything recorded about it."""
+        q = self._q
+
+        def work(cur: Any) -> None:
+            for table in ("dagflow_task_states", "dagflow_events", "dagflow_transitions",
+                          "dagflow_checkpoints", "dagflow_approvals"):
+                cur.execute(q(f"DELETE FROM {table} WHERE instance_id = ?"), (instance_id,))
+            cur.execute(q("DELETE FROM dagflow_instances WHERE id = ?"), (instance_id,))
+
+        await self._run(work)
+        self._tokens.pop(instance_id, None)
+
+    async def load_events(self, instance_id: str, after: int = 0,
+                          limit: int | None = None) -> list[WorkflowEvent]:
+        """Events with ``seq > after``, in order.
+
+        Raises:
+            WorkflowNotFound: No instance has this id.
+        """
+        q = self._q
+        sql = ("SELECT body FROM dagflow_events WHERE instance_id = ? AND seq > ?"
+               " ORDER BY seq") + (f" LIMIT {int(limit)}" if limit is not None else "")
+
+        def work(cur: Any) -> list[str]:
+            cur.execute(q(sql), (instance_id, after))
+            rows = [row[0] for row in cur.fetchall()]
+            if not rows:
+                cur.execute(q("SELECT 1 FROM dagflow_instances WHERE id = ?"), (instance_id,))
+                if cur.fetchone() is None:
+                    raise WorkflowNotFound(instance_id=instance_id)
+            return rows
+
+        conv = self._converter
+        return [event_from_dict(conv, json.loads(body))
+                for body in await self._run(work, write=False)]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Store a snapshot (with its checksum) and prune the oldest beyond the limit."""
+        body = json.dumps(self._converter.unstructure(checkpoint), ensure_ascii=False,
+                          default=str)
+        q = self._q
+
+        def work(cur: Any) -> None:
+            cur.execute(q("INSERT INTO dagflow_checkpoints (id, instance_id, created_at, body,"
+                          " checksum) VALUES (?, ?, ?, ?, ?)"),
+                        (checkpoint.id, checkpoint.instance_id, checkpoint.timestamp.isoformat(),
+                         body, checkpoint.checksum))
+            cur.execute(q("SELECT id FROM dagflow_checkpoints WHERE instance_id = ?"
+                          " ORDER BY created_at DESC, id DESC"), (checkpoint.instance_id,))
+            stale = [(row[0],) for row in cur.fetchall()[self.keep_checkpoints:]]
+            if stale:
+                cur.executemany(q("DELETE FROM dagflow_checkpoints WHERE id = ?"), stale)
+
+        await self._run(work)
+
+    async def load_checkpoint(self, checkpoint_id: str) -> Checkpoint | None:
+        """A snapshot as stored (the CheckpointManager verifies its checksum)."""
+        q = self._q
+
+        def work(cur: Any) -> Any:
+            cur.execute(q("SELECT body, checksum FROM dagflow_checkpoints WHERE id = ?"),
+                        (checkpoint_id,))
+            return cur.fetchone()
+
+        row = await self._run(work, write=False)
+        return self._checkpoint(row) if row is not None else None
+
+    def _checkpoint(self, row: Sequence[Any]) -> Checkpoint:
+        body, checksum = row
+        try:
+            data = json.loads(body)
+            data["checksum"] = checksum
+            checkpoint: Checkpoint = self._converter.structure(data, Checkpoint)
+        except Exception as exc:
+            raise CheckpointError(f"checkpoint cannot be read: {exc}") from None
+        return checkpoint
+
+    async def list_checkpoints(self, instance_id: str) -> list[Checkpoint]:
+        """An instance's snapshots, oldest first (unreadable ones are left out)."""
+        q = self._q
+
+        def work(cur: Any) -> list[Any]:
+            cur.execute(q("SELECT body, checksum FROM dagflow_checkpoints WHERE instance_id = ?"
+                          " ORDER BY created_at, id"), (instance_id,))
+            return list(cur.fetchall())
+
+        out = []
+        for row in await self._run(work, write=False):
+            try:
+                out.append(self._checkpoint(row))
+            except CheckpointError:
+                continue
+        return out
+
+    async def delete_checkpoint(self, checkpoint_id: str) -> None:
+        """Remove one snapshot."""
+        def work(cur: Any) -> None:
+            cur.execute(self._q("DELETE FROM dagflow_checkpoints WHERE id = ?"),
+                        (checkpoint_id,))
+
+        await self._run(work)
+
+    # ------------------------------------------------------------------ leases
+
+    async def acquire_lease(self, instance_id: str, owner: str, seconds: float) -> bool:
+        """Take (or renew) the right to drive an instance for ``seconds``.
+
+        Returns:
+            False when another owner holds an unexpired lease.
+        """
+        now = time.time()
+        q = self._q
+
+        def work(cur: Any) -> int | None:
+            cur.execute(q("UPDATE dagflow_instances SET lease_owner = ?, lease_expires = ?,"
+                          " lease_token = CASE WHEN lease_owner = ? THEN lease_token"
+                          " ELSE lease_token + 1 END"
+                          " WHERE id = ? AND (lease_owner IS NULL OR lease_owner = ?"
+                          " OR lease_expires < ?)"),
+                        (owner, now + seconds, owner, instance_id, owner, now))
+            if cur.rowcount != 1:
+                cur.execute(q("SELECT 1 FROM dagflow_instances WHERE id = ?"), (instance_id,))
+                if cur.fetchone() is None:
+                    raise WorkflowNotFound(instance_id=instance_id)
+                return None
+            cur.execute(q("SELECT lease_token FROM dagflow_instances WHERE id = ?"),
+                        (instance_id,))
+            return int(cur.fetchone()[0])
+
+        token = await self._run(work)
+        if token is None:
+            return False
+        self._tokens[instance_id] = token
+        return True
+
+    async def release_lease(self, instance_id: str, owner: str) -> None:
+        """Give up the lease (only if ``owner`` holds it)."""
+        def work(cur: Any) -> None:
+            cur.execute(self._q("UPDATE dagflow_instances SET lease_owner = NULL,"
+                                " lease_expires = 0 WHERE id = ? AND lease_owner = ?"),
+                        (instance_id, owner))
+
+        await self._run(work)
+        self._tokens.pop(instance_id, None)
+
+    async def lease_of(self, instance_id: str) -> tuple[str | None, float]:
+        """Who holds the instance's lease and until when (Unix time)."""
+        def work(cur: Any) -> Any:
+            cur.execute(self._q("SELECT lease_owner, lease_expires FROM dagflow_instances"
+                                " WHERE id = ?"), (instance_id,))
+            return cur.fetchone()
+
+        row = await self._run(work, write=False)
+        if row is None:
+            raise WorkflowNotFound(instance_id=instance_id)
+        return row[0], float(row[1])
+
+
+def _canonical(text: str) -> str:
+    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
