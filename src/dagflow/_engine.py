@@ -459,6 +459,11 @@ class Engine:
         task_status.started()
         await self._drive(run, first_start=first_start)
 
+    async def _running_elsewhere(self, instance_id: str) -> bool:
+        """Whether another process holds a live lease on the instance."""
+        holder, until = await self.store.lease_of(instance_id)
+        return holder is not None and holder != self.owner and until > time.time()
+
     async def _claim(self, instance_id: str) -> None:
         """Take the instance's lease, or explain who has it.
 
@@ -562,6 +567,10 @@ class Engine:
         run = self._live(instance_id)
         if run is None:
             instance = await self._load(instance_id)
+            if instance.state in (S.RUNNING, S.WAITING_APPROVAL) and \
+                    await self._running_elsewhere(instance_id):
+                await self.store.request_control(instance_id, "pause", "paused by request")
+                return
             raise InvalidStateTransition(from_state=str(instance.state),
                                          to_state=str(S.PAUSED), instance_id=instance_id)
         run.pause()
@@ -580,6 +589,9 @@ class Engine:
             await run.journal.durable(run.record())
             return
         instance = await self._load_trusted(instance_id)
+        if instance.state == S.PAUSED and await self._running_elsewhere(instance_id):
+            await self.store.request_control(instance_id, "resume", "resumed by request")
+            return
         if instance.state not in (S.PAUSED, S.RUNNING, S.WAITING_APPROVAL):
             raise InvalidStateTransition(from_state=str(instance.state),
                                          to_state=str(S.RUNNING), instance_id=instance_id)
@@ -607,6 +619,9 @@ class Engine:
         if instance.state in TERMINAL_STATES:
             raise InvalidStateTransition(from_state=str(instance.state),
                                          to_state=str(S.CANCELLED), instance_id=instance_id)
+        if await self._running_elsewhere(instance_id):
+            await self.store.request_control(instance_id, "cancel", reason)
+            return
         run = await self._prepare(instance)
         run.stopping, run.failure = "cancelled", reason
         await self._drive(run, first_start=False)

@@ -348,6 +348,14 @@ class WorkflowStorage(Protocol):
         """Who holds the lease, and until when (Unix time)."""
         ...
 
+    async def request_control(self, instance_id: str, action: str, reason: str) -> None:
+        """Ask the process running an instance to ``cancel``, ``pause`` or ``resume`` it."""
+        ...
+
+    async def take_controls(self, instance_id: str) -> list[tuple[str, str]]:
+        """The requests made for an instance, oldest first, removing them."""
+        ...
+
 
 @runtime_checkable
 class WorkflowEngine(Protocol):

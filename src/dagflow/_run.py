@@ -375,6 +375,7 @@ class Run:
                 self._tg = tg
                 tg.start_soon(self.journal.flusher)
                 tg.start_soon(self._keep_lease)
+                tg.start_soon(self._watch_controls)
                 if timeout:
                     # measured from the first start: a recovered run keeps its deadline
                     left = float(timeout) - (now - began).total_seconds()
@@ -410,6 +411,30 @@ class Run:
                 self.storage_failed(StorageError("another process took over this instance "
                                                  "(its lease expired)"))
                 return
+
+    async def _watch_controls(self) -> None:
+        """Carry out cancel/pause/resume requests other processes left in the store."""
+        engine = self.engine
+        while True:
+            await anyio.sleep(engine.settings.control_poll_seconds)  # real time, like I/O
+            try:
+                with engine.clock.busy():
+                    requests = await engine.store.take_controls(self.instance_id)
+            except Exception as exc:
+                logger.warning("instance %s: cannot read control requests: %s",
+                               self.instance_id, exc)
+                continue
+            for action, reason in requests:
+                try:
+                    if action == "cancel":
+                        self.stop("cancelled", reason)
+                    elif action == "pause":
+                        self.pause()
+                    elif action == "resume":
+                        self.resume()
+                except InvalidStateTransition as exc:
+                    logger.warning("instance %s: %s request ignored: %s", self.instance_id,
+                                   action, exc)
 
     async def _checkpoint_timer(self, interval: float) -> None:
         """A snapshot ``interval`` after the first change since the last one: an idle run

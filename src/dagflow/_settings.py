@@ -52,6 +52,8 @@ class EngineSettings:
         lease_seconds: How long a process's claim on a running instance lasts without
             renewal (renewed every third of it); after that another process may recover
             the instance.
+        control_poll_seconds: How often a running instance looks for cancel, pause and
+            resume requests made by other processes (``dagflow cancel ID``).
         checkpoint_key: HMAC key for the checksums of stored rows and checkpoints (default:
             ``$DAGFLOW_CHECKPOINT_KEY``, else plain SHA-256, which detects corruption but
             not deliberate tampering by someone who can write to the database).
@@ -67,4 +69,5 @@ class EngineSettings:
     checkpoint_interval_seconds: float | None = None
     approval_poll_seconds: float = 0.5
     lease_seconds: float = 30.0
+    control_poll_seconds: float = 0.25
     checkpoint_key: str | None = None

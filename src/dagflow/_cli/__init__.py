@@ -256,9 +256,12 @@ def plan(file: str, variables: tuple[str, ...], durations: str | None, as_json: 
         click.echo(f"warning: {unresolved}", err=True)
 
 
+DEFAULT_STORE = "sqlite:///.dagflow/dagflow.db"
+
+
 def default_store() -> str:
-    """``$DAGFLOW_STORE``, else the in-memory store (SQLite with durable stores)."""
-    return os.environ.get("DAGFLOW_STORE") or "memory://"
+    """``$DAGFLOW_STORE``, else ``sqlite:///.dagflow/dagflow.db`` in the current directory."""
+    return os.environ.get("DAGFLOW_STORE") or DEFAULT_STORE
 
 
 def _connections(values: Sequence[str]) -> dict[str, str]:
@@ -277,8 +280,8 @@ def _connections(values: Sequence[str]) -> dict[str, str]:
 @click.option("--var", "variables", multiple=True, metavar="K=V",
               help="Set a variable (V is JSON if it parses as JSON, else text). Repeatable.")
 @click.option("--store", metavar="URL", default=None,
-              help="Where instances live: memory://, sqlite:///path.db, postgresql://... "
-                   "(default: $DAGFLOW_STORE).")
+              help="Where instances live: sqlite:///path.db, postgresql://..., memory:// "
+                   "(default: $DAGFLOW_STORE, else sqlite:///.dagflow/dagflow.db).")
 @click.option("--connection", "connections", multiple=True, metavar="NAME=URL",
               help="A database for Query tasks with query_type NAME. Repeatable.")
 @click.option("--auto-approve", is_flag=True,

@@ -126,6 +126,13 @@ CREATE TABLE IF NOT EXISTS dagflow_approvals (
     checksum TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dagflow_approvals_open ON dagflow_approvals (state, instance_id);
+CREATE TABLE IF NOT EXISTS dagflow_controls (
+    instance_id TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dagflow_controls_instance ON dagflow_controls (instance_id);
 """
 
 #: version -> statements that upgrade the schema from version - 1 (none yet after 1).
@@ -605,7 +612,7 @@ class SqlStorage:
 
         def work(cur: Any) -> None:
             for table in ("dagflow_task_states", "dagflow_events", "dagflow_transitions",
-                          "dagflow_checkpoints", "dagflow_approvals"):
+                          "dagflow_checkpoints", "dagflow_approvals", "dagflow_controls"):
                 cur.execute(q(f"DELETE FROM {table} WHERE instance_id = ?"), (instance_id,))
             cur.execute(q("DELETE FROM dagflow_instances WHERE id = ?"), (instance_id,))
 
@@ -746,6 +753,39 @@ class SqlStorage:
 
         await self._run(work)
         self._tokens.pop(instance_id, None)
+
+    async def request_control(self, instance_id: str, action: str, reason: str) -> None:
+        """Ask the process running an instance to ``cancel``, ``pause`` or ``resume`` it."""
+        def work(cur: Any) -> None:
+            cur.execute(self._q("INSERT INTO dagflow_controls (instance_id, at, action, reason)"
+                                " VALUES (?, ?, ?, ?)"), (instance_id, time.time(), action,
+                                                          reason))
+
+        await self._run(work)
+
+    async def take_controls(self, instance_id: str) -> list[tuple[str, str]]:
+        """The requests made for an instance, oldest first, removing them."""
+        q = self._q
+
+        def work(cur: Any) -> list[tuple[str, str]]:
+            cur.execute(q("SELECT action, reason FROM dagflow_controls WHERE instance_id = ?"
+                          " ORDER BY at"), (instance_id,))
+            rows = [(row[0], row[1]) for row in cur.fetchall()]
+            if rows:
+                cur.execute(q("DELETE FROM dagflow_controls WHERE instance_id = ?"),
+                            (instance_id,))
+            return rows
+
+        return await self._run(work) if await self._has_controls(instance_id) else []
+
+    async def _has_controls(self, instance_id: str) -> bool:
+        # a read first: most polls find nothing and should not take the write lock
+        def work(cur: Any) -> bool:
+            cur.execute(self._q("SELECT 1 FROM dagflow_controls WHERE instance_id = ?"),
+                        (instance_id,))
+            return cur.fetchone() is not None
+
+        return bool(await self._run(work, write=False))
 
     async def lease_of(self, instance_id: str) -> tuple[str | None, float]:
         """Who holds the instance's lease and until when (Unix time)."""

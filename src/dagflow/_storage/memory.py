@@ -53,6 +53,7 @@ class MemoryStorage:
     _order: list[str] = attrs.Factory(list)
     _checkpoints: dict[str, Checkpoint] = attrs.Factory(dict)
     _leases: dict[str, tuple[str, float]] = attrs.Factory(dict)
+    _controls: dict[str, list[tuple[str, str]]] = attrs.Factory(dict)
     keep_checkpoints: int = 10
 
     def __repr__(self) -> str:
@@ -173,6 +174,14 @@ class MemoryStorage:
         holder = self._leases.get(instance_id)
         if holder is not None and holder[0] == owner:
             del self._leases[instance_id]
+
+    async def request_control(self, instance_id: str, action: str, reason: str) -> None:
+        """Ask the engine running an instance to ``cancel``, ``pause`` or ``resume`` it."""
+        self._controls.setdefault(instance_id, []).append((action, reason))
+
+    async def take_controls(self, instance_id: str) -> list[tuple[str, str]]:
+        """The requests made for an instance, oldest first, removing them."""
+        return self._controls.pop(instance_id, [])
 
     async def lease_of(self, instance_id: str) -> tuple[str | None, float]:
         """Who holds the lease and until when (Unix time)."""
