@@ -145,8 +145,11 @@ class WorkflowDag:
         """
         weight = self._weights(durations)
         rest = [0.0] * len(self.ids)
+        children = self.children  # once: a cached property of a slotted class is not free
+        get = rest.__getitem__
         for node in reversed(self._order()):
-            rest[node] = weight[node] + max((rest[c] for c in self.children[node]), default=0.0)
+            below = children[node]
+            rest[node] = weight[node] + (max(map(get, below)) if below else 0.0)
         return rest
 
     @property

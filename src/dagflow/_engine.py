@@ -28,6 +28,7 @@ from ._errors import (
     CheckpointError,
     InvalidStateTransition,
     Problem,
+    StorageError,
     ValidationError,
     WorkflowError,
     WorkflowNotFound,
@@ -36,6 +37,7 @@ from ._events import WorkflowEvent
 from ._execute import DefaultTaskExecutor, builtin_handlers
 from ._execute.flow import PluginFunction, find_plugin
 from ._expr import ExprError, UnresolvedVariables, resolve_variables
+from ._gc import building
 from ._interp import definition_refs
 from ._models import (
     ExecutionContext,
@@ -161,6 +163,9 @@ class Engine:
         self.approvals = approvals or MemoryApprovalSystem(self.clock)
         self.plugins: dict[str, PluginFunction] = dict(plugins or {})
         self.task_types: dict[str, type[Any]] = dict(task_types or {})
+        if hasattr(self.store, "task_types"):
+            # the store reads definition snapshots, which may use our custom task types
+            self.store.task_types = self.task_types
         if executor is None:
             executor = DefaultTaskExecutor(builtin_handlers(self.plugins))
             executor.handlers.update(handlers or {})
@@ -448,11 +453,11 @@ class Engine:
                 value = await self.secrets.get_secret(ref.parts[0])
                 if value is not None:
                     secrets[ref.parts[0]] = value
-        events = await self.store.load_events(instance.id, 0) if instance.state != S.PENDING \
-            else []
-        seq = events[-1].seq if events else 0
-        dag = DefaultDagBuilder().build_dag(instance.definition)
-        return Run(self, instance, dag, secrets, instance.state, seq, chain)
+        seq = await self.store.last_event_seq(instance.id) if instance.state != S.PENDING \
+            else 0
+        with building(len(instance.definition.tasks)):
+            dag = DefaultDagBuilder().build_dag(instance.definition)
+            return Run(self, instance, dag, secrets, instance.state, seq, chain)
 
     async def _drive_started(self, run: Run, first_start: bool, *,
                              task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
@@ -491,6 +496,11 @@ class Engine:
         done = self._done.setdefault(instance_id, anyio.Event())
         try:
             await run.execute(first_start=first_start)
+            if run.journal.error is not None:
+                # nothing after the failed write was recorded: say so, don't report a state
+                raise StorageError(f"instance {instance_id} stopped: the store refused a "
+                                   f"write ({run.journal.error}); it stays as last recorded "
+                                   "and can be recovered") from run.journal.error
         finally:
             del self._runs[instance_id]
             self._done.pop(instance_id, None)
@@ -718,19 +728,20 @@ class Engine:
             raise RuntimeError("recover needs a running engine: 'async with Engine(...)'")
         resumed = []
         for state in (S.RUNNING, S.WAITING_APPROVAL):
-            for instance in await self.store.list_workflows(WorkflowFilters(state=state)):
-                if instance.parent_id or instance.id in self._runs:
+            for instance_id, parent_id in await self.store.instance_ids(
+                    WorkflowFilters(state=state)):
+                if parent_id or instance_id in self._runs:
                     continue  # children are driven by their parents
-                holder, until = await self.store.lease_of(instance.id)
+                holder, until = await self.store.lease_of(instance_id)
                 if holder is not None and until > time.time():
                     continue  # alive elsewhere
                 try:
-                    run = await self._prepare(await self._load_trusted(instance.id))
+                    run = await self._prepare(await self._load_trusted(instance_id))
                     await self._tg.start(self._drive_started, run, False)
                 except WorkflowError as exc:
-                    logger.error("instance %s not recovered: %s", instance.id, exc)
+                    logger.error("instance %s not recovered: %s", instance_id, exc)
                     continue
-                resumed.append(instance.id)
+                resumed.append(instance_id)
         return resumed
 
     async def retry(self, instance_id: str, *, from_task: str | None = None

@@ -328,9 +328,34 @@ EVENT_TYPES: Mapping[str, type[WorkflowEvent]] = {
 }
 
 
+_ENCODERS: dict[type[Any], list[tuple[str, int]]] = {}
+_PLAIN, _TIME, _OTHER = 0, 1, 2
+
+
 def event_to_dict(converter: Any, event: WorkflowEvent) -> dict[str, Any]:
-    """The event as JSON-ready data: ``{"type": "TaskStarted", ...fields}``."""
-    return {"type": event.type_name, **converter.unstructure(event, unstructure_as=type(event))}
+    """The event as JSON-ready data: ``{"type": "TaskStarted", ...fields}``.
+
+    Scalars and timestamps are written directly (a store writes every event, so this is
+    hot); anything else goes through ``converter``.
+    """
+    cls = type(event)
+    plan = _ENCODERS.get(cls)
+    if plan is None:
+        plan = _ENCODERS[cls] = [
+            (f.name, _TIME if "datetime" in str(f.type)
+             else _PLAIN if str(f.type) in ("str", "int", "float", "bool", "str | None",
+                                            "int | None", "float | None") else _OTHER)
+            for f in attrs.fields(cls)]
+    out: dict[str, Any] = {"type": event.type_name}
+    for name, kind in plan:
+        value = getattr(event, name)
+        if kind == _PLAIN or value is None:
+            out[name] = value
+        elif kind == _TIME:
+            out[name] = value.isoformat()
+        else:
+            out[name] = converter.unstructure(value)
+    return out
 
 
 def event_from_dict(converter: Any, data: Mapping[str, Any]) -> WorkflowEvent:

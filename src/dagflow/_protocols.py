@@ -300,6 +300,14 @@ class WorkflowStorage(Protocol):
         """Remove an instance and everything recorded about it."""
         ...
 
+    async def instance_ids(self, filters: WorkflowFilters) -> list[tuple[str, str | None]]:
+        """``(id, parent_id)`` of matching instances, newest first, without loading them."""
+        ...
+
+    async def last_event_seq(self, instance_id: str) -> int:
+        """The seq of the instance's newest event (0 before any)."""
+        ...
+
     async def commit(self, instance_id: str, changes: InstanceChanges) -> None:
         """Apply one small change atomically (a task state, events, a transition).
 

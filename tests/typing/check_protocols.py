@@ -24,3 +24,12 @@ handlers: list[dagflow.TaskHandler] = [
     CommandHandler(), HttpHandler(), QueryHandler(), DeployHandler(), ScaleHandler(),
     RecordingHandler(),
 ]
+
+
+async def storage_kit() -> None:
+    """check_storage infers the store type: reopen gets a SqliteStorage, not the Protocol."""
+    from dagflow._storage.sqlite import SqliteStorage
+    from dagflow.testing import check_storage
+
+    await check_storage(dagflow.MemoryStorage, durable=False)
+    await check_storage(lambda: SqliteStorage("a.db"), reopen=lambda old: SqliteStorage(old.path))

@@ -49,12 +49,17 @@ def builtin_handlers(plugins: Mapping[str, PluginFunction] | None = None
     }
 
 
+#: shared by every task that returned nothing (TaskOutput is frozen): a long run then
+#: keeps no object per such task for the garbage collector to traverse
+EMPTY_OUTPUT = TaskOutput()
+
+
 def to_output(result: Any) -> TaskOutput:
     """What a handler returned, as a TaskOutput (a mapping becomes ``data``)."""
     if isinstance(result, TaskOutput):
         return result
     if result is None:
-        return TaskOutput()
+        return EMPTY_OUTPUT
     if isinstance(result, Mapping):
         return TaskOutput(data=dict(result))
     return TaskOutput(data=result)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -14,6 +13,7 @@ import attrs
 from cattrs.errors import BaseValidationError
 
 from .._errors import CycleDetected, ParseError, Problem, ValidationError
+from .._gc import building
 from .._models import JoinRule, RetryPolicy, TaskDefinition, WorkflowDefinition
 from .._serde import make_converter, struct_errors
 from ._load import DEFAULT_LIMITS, ParseLimits, Positions, load_data, positions_for, relocate
@@ -30,7 +30,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("dagflow")
-_PROMOTE_TASKS = 10_000
+# files this large hold about 10,000 tasks or more (PROMOTE_AT): promote what they build
+_PROMOTE_BYTES = 1_000_000
 Format = Literal["yaml", "json"]
 
 
@@ -96,24 +97,13 @@ class DefaultWorkflowParser:
             ParseError: Not YAML/JSON, unsafe, or the wrong shape/types.
             ValidationError: Well-formed but wrong.
         """
-        # Building many small objects triggers the cyclic GC over and over (it made 100k
-        # tasks 40% slower and superlinear); nothing here creates cycles, so pause it.
-        paused = gc.isenabled()
-        gc.disable()
-        try:
+        # the cyclic GC would traverse what is being built over and over (40% of the
+        # time at 100k tasks, and superlinear): see _gc.py
+        with building(self.limits.max_tasks if len(data) > _PROMOTE_BYTES else 0):
             raw, text = load_data(data, format=format, filename=filename, limits=self.limits)
             wf = self._structure(raw, text, filename, format)
             del raw
             report = check(wf, plugins=self.plugins)
-            if len(wf.tasks) >= _PROMOTE_TASKS and paused:
-                # a definition is long-lived: put what was just built straight into the
-                # oldest generation (two list splices) instead of having the next young
-                # collection traverse every object of it (a fifth of the time at 100k)
-                gc.freeze()
-                gc.unfreeze()
-        finally:
-            if paused:
-                gc.enable()
         if report.errors:
             _raise_for(report, _positions(text, self.limits), filename)
         warnings = _place(report.warnings, _positions(text, self.limits)

@@ -31,6 +31,7 @@ import anyio.to_thread
 
 from .._errors import CheckpointError, StorageError, WorkflowNotFound
 from .._events import WorkflowEvent, event_from_dict, event_to_dict
+from .._gc import building
 from .._models import (
     Checkpoint,
     ExecutionContext,
@@ -139,10 +140,17 @@ CREATE INDEX IF NOT EXISTS dagflow_controls_instance ON dagflow_controls (instan
 MIGRATIONS: dict[int, Sequence[str]] = {}
 
 _HEADER_FIELDS = ("state", "started_at", "completed_at", "error")
+_OUTPUT_KEYS = frozenset({"stdout", "stderr", "exit_code", "data", "metrics"})
+_ROWS_PER_STATEMENT = 500  # 9 columns: 4,500 parameters, within SQLite's 32,766
+_UPSERT_TASK = (" ON CONFLICT (instance_id, task_id) DO UPDATE SET state = excluded.state,"
+                " started_at = excluded.started_at, completed_at = excluded.completed_at,"
+                " attempts = excluded.attempts, output = excluded.output,"
+                " error = excluded.error, checksum = excluded.checksum")
 
 
 def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    # UTC, so that stored times compare as text (created_after, ORDER BY created_at)
+    return value.astimezone(dt.UTC).isoformat() if value is not None else None
 
 
 def _time(value: str | None) -> dt.datetime | None:
@@ -157,7 +165,8 @@ class Checksums:
         self._key = key
 
     def __call__(self, *parts: Any) -> str:
-        text = json.dumps(parts, separators=(",", ":"), ensure_ascii=False, default=str)
+        # parts are str, int, float or None: repr() of the tuple is unambiguous and fast
+        text = repr(parts)
         if self._key:
             return "h:" + hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
         return "s:" + hashlib.sha256(text.encode()).hexdigest()
@@ -175,6 +184,8 @@ class SqlStorage:
     """
 
     placeholder = "?"
+    #: the SQL function for the larger of two values
+    greatest = "MAX"
     #: worker threads that may use the database at once
     threads = 1
     #: at most this many checkpoints are kept per instance (older ones are pruned)
@@ -184,6 +195,9 @@ class SqlStorage:
         self.checksum = Checksums(key)
         self._converter = make_converter()
         self._definitions: dict[str, WorkflowDefinition] = {}
+        #: custom task types, for reading definition snapshots that use them (the engine
+        #: shares its registry here)
+        self.task_types: dict[str, type[Any]] = {}
         self._tokens: dict[str, int] = {}  # instance -> our lease's fencing token
         self._limiter = anyio.CapacityLimiter(self.threads)
         self._closed = False
@@ -258,8 +272,11 @@ class SqlStorage:
         return self.checksum(*self._header_parts(h))
 
     def _task_row(self, instance_id: str, state: TaskState) -> tuple[Any, ...]:
-        output = (json.dumps(self._converter.unstructure(state.output), ensure_ascii=False,
-                             default=str) if state.output is not None else None)
+        out = state.output
+        output = (json.dumps({"stdout": out.stdout, "stderr": out.stderr,
+                              "exit_code": out.exit_code, "data": out.data,
+                              "metrics": out.metrics}, ensure_ascii=False, default=str)
+                  if out is not None else None)
         values = (instance_id, state.task_id, state.state.value, _iso(state.started_at),
                   _iso(state.completed_at), state.attempts, output, state.error)
         return (*values, self.checksum("task", *values))
@@ -270,10 +287,17 @@ class SqlStorage:
         if not self.checksum.matches(checksum, "task", *values):
             return None
         _, task_id, state, started, completed, attempts, output, error = values
-        return TaskState(
-            task_id, TaskStatus(state), _time(started), _time(completed), int(attempts),
-            self._converter.structure(json.loads(output), TaskOutput) if output else None,
-            error)
+        return TaskState(task_id, TaskStatus(state), _time(started), _time(completed),
+                         int(attempts), self._output(output) if output else None, error)
+
+    def _output(self, text: str) -> TaskOutput:
+        data = json.loads(text)
+        if type(data) is dict and data.keys() == _OUTPUT_KEYS and type(data["metrics"]) is dict:
+            # what this store wrote: build it directly (the checksum vouched for it)
+            return TaskOutput(data["stdout"], data["stderr"], data["exit_code"], data["data"],
+                              data["metrics"])
+        output: TaskOutput = self._converter.structure(data, TaskOutput)
+        return output
 
     def _event_rows(self, instance_id: str, events: Iterable[WorkflowEvent]
                     ) -> list[tuple[Any, ...]]:
@@ -291,13 +315,15 @@ class SqlStorage:
             StorageError: An instance with this id exists already, or the write failed.
         """
         conv = self._converter
-        definition = json.dumps(conv.unstructure(instance.definition), ensure_ascii=False,
-                                separators=(",", ":"))
+        # the canonical form (sorted keys) is what definition_hash hashes: checking the
+        # snapshot later is one SHA-256 of the stored text
+        definition = json.dumps(conv.unstructure(instance.definition), sort_keys=True,
+                                separators=(",", ":"), ensure_ascii=False)
         context = json.dumps(conv.unstructure(instance.execution_context), ensure_ascii=False,
                              default=str)
         header = {
             "id": instance.id, "workflow_id": instance.workflow_id,
-            "state": instance.state.value, "created_at": instance.created_at.isoformat(),
+            "state": instance.state.value, "created_at": _iso(instance.created_at),
             "created_by": instance.created_by, "started_at": _iso(instance.started_at),
             "completed_at": _iso(instance.completed_at), "error": instance.error,
             "workdir": instance.workdir, "parent_id": instance.parent_id,
@@ -375,7 +401,8 @@ class SqlStorage:
         found = await self._run(work, write=False)
         if found is None:
             return None
-        return self._build(*found)
+        with building(len(found[1])):
+            return self._build(*found)
 
     def _build(self, header: Sequence[Any], tasks: Sequence[Sequence[Any]],
                transitions: Sequence[Sequence[Any]], definition_text: str | None
@@ -423,12 +450,18 @@ class SqlStorage:
             return cached
         if text is None:
             raise CheckpointError(f"the definition snapshot {digest[:12]} is missing")
-        if hashlib.sha256(_canonical(text).encode()).hexdigest() != digest:
+        if hashlib.sha256(text.encode()).hexdigest() != digest:
             raise CheckpointError(f"the definition snapshot {digest[:12]} does not match its "
                                   "hash (corrupt or edited)")
-        from .._parse import loads
-
-        definition = loads(text, format="json")
+        # the hash proves this is the definition validated when the instance was created:
+        # structure it, skip the validator (a third of a big recovery otherwise)
+        try:
+            converter = make_converter(self.task_types) if self.task_types else self._converter
+            definition: WorkflowDefinition = converter.structure(json.loads(text),
+                                                                 WorkflowDefinition)
+        except Exception as exc:
+            raise CheckpointError(f"the definition snapshot {digest[:12]} cannot be read: "
+                                  f"{exc}") from None
         self._definitions[digest] = definition
         return definition
 
@@ -501,7 +534,9 @@ class SqlStorage:
             StorageError: The write failed, or this process lost the instance's lease.
         """
         q = self._q
-        tasks = [self._task_row(instance_id, s) for s in changes.task_states]
+        # one row per task: a statement may not upsert the same key twice
+        tasks = list({s.task_id: self._task_row(instance_id, s)
+                      for s in changes.task_states}.values())
         events = self._event_rows(instance_id, changes.events)
         fields = changes.fields
         last_seq = changes.events[-1].seq if changes.events else None
@@ -529,11 +564,13 @@ class SqlStorage:
                          for n, t in enumerate(transitions, 1)])
                 sql = ("UPDATE dagflow_instances SET state = ?, started_at = ?,"
                        " completed_at = ?, error = ?, transitions = ?, checksum = ?"
-                       + (", last_seq = ?" if last_seq is not None else "") + " WHERE id = ?")
+                       + (f", last_seq = {self.greatest}(last_seq, ?)"
+                          if last_seq is not None else "") + " WHERE id = ?")
                 params: list[Any] = [h["state"], h["started_at"], h["completed_at"],
                                      h["error"], count + len(transitions), self._header_sum(h)]
             else:
-                sql = "UPDATE dagflow_instances SET last_seq = ? WHERE id = ?"
+                sql = f"UPDATE dagflow_instances SET last_seq = {self.greatest}(last_seq, ?)" \
+                    " WHERE id = ?"
                 params = []
                 if last_seq is None:
                     sql = "UPDATE dagflow_instances SET last_seq = last_seq WHERE id = ?"
@@ -552,26 +589,52 @@ class SqlStorage:
                 raise StorageError(f"instance {instance_id} is now driven by another process "
                                    "(this process lost its lease): not writing")
             if tasks:
-                cur.executemany(q(self._upsert_task_sql()), tasks)
+                self._many(cur, "INSERT INTO dagflow_task_states (instance_id, task_id, state,"
+                           " started_at, completed_at, attempts, output, error, checksum)",
+                           tasks, _UPSERT_TASK)
             if events:
-                cur.executemany(q("INSERT INTO dagflow_events (instance_id, seq, type, body)"
-                                  " VALUES (?, ?, ?, ?)"), events)
+                self._many(cur, "INSERT INTO dagflow_events (instance_id, seq, type, body)",
+                           events)
 
         await self._run(work)
 
-    def _upsert_task_sql(self) -> str:
-        return ("INSERT INTO dagflow_task_states (instance_id, task_id, state, started_at,"
-                " completed_at, attempts, output, error, checksum)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (instance_id, task_id) DO UPDATE SET state = excluded.state,"
-                " started_at = excluded.started_at, completed_at = excluded.completed_at,"
-                " attempts = excluded.attempts, output = excluded.output,"
-                " error = excluded.error, checksum = excluded.checksum")
+    def _many(self, cur: Any, head: str, rows: Sequence[tuple[Any, ...]],
+              tail: str = "") -> None:
+        """Insert ``rows`` a few hundred per statement: one statement per row (executemany)
+        hands the GIL to the event loop and back at every row, which made a busy run's
+        commits several times slower."""
+        width = len(rows[0])
+        group = "(" + ", ".join([self.placeholder] * width) + ")"
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start:start + _ROWS_PER_STATEMENT]
+            sql = f"{head} VALUES {', '.join([group] * len(chunk))}{tail}"
+            cur.execute(sql, [value for row in chunk for value in row])
 
-    async def list_workflows(self, filters: WorkflowFilters) -> list[WorkflowInstance]:
-        """Matching instances, newest first (rows failing their checksum are left out and
-        logged)."""
-        where, params = ["1 = 1"], []
+    async def instance_ids(self, filters: WorkflowFilters) -> list[tuple[str, str | None]]:
+        """``(id, parent_id)`` of matching instances, newest first, without loading them."""
+        sql, params = self._filter_sql(filters, "id, parent_id")
+
+        def work(cur: Any) -> list[tuple[str, str | None]]:
+            cur.execute(self._q(sql), params)
+            return [(row[0], row[1]) for row in cur.fetchall()]
+
+        return await self._run(work, write=False)  # type: ignore[no-any-return]
+
+    async def last_event_seq(self, instance_id: str) -> int:
+        """The seq of the instance's newest event (0 before any)."""
+        def work(cur: Any) -> int:
+            cur.execute(self._q("SELECT last_seq FROM dagflow_instances WHERE id = ?"),
+                        (instance_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise WorkflowNotFound(instance_id=instance_id)
+            return int(row[0])
+
+        return await self._run(work, write=False)  # type: ignore[no-any-return]
+
+    def _filter_sql(self, filters: WorkflowFilters, columns: str) -> tuple[str, list[Any]]:
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
         if filters.state is not None:
             where.append("state = ?")
             params.append(filters.state.value)
@@ -583,18 +646,18 @@ class SqlStorage:
             params.append(filters.workflow_id)
         if filters.created_after is not None:
             where.append("created_at > ?")
-            params.append(filters.created_after.isoformat())
-        sql = (f"SELECT id FROM dagflow_instances WHERE {' AND '.join(where)}"
+            params.append(_iso(filters.created_after))
+        sql = (f"SELECT {columns} FROM dagflow_instances WHERE {' AND '.join(where)}"
                " ORDER BY created_at DESC, id DESC")
         if filters.limit is not None:
             sql += f" LIMIT {int(filters.limit)}"
+        return sql, params
 
-        def work(cur: Any) -> list[str]:
-            cur.execute(self._q(sql), params)
-            return [row[0] for row in cur.fetchall()]
-
+    async def list_workflows(self, filters: WorkflowFilters) -> list[WorkflowInstance]:
+        """Matching instances, newest first (rows failing their checksum are left out and
+        logged)."""
         out = []
-        for instance_id in await self._run(work, write=False):
+        for instance_id, _ in await self.instance_ids(filters):
             try:
                 instance = await self.load_workflow(instance_id)
             except CheckpointError as exc:
@@ -799,7 +862,3 @@ class SqlStorage:
             raise WorkflowNotFound(instance_id=instance_id)
         return row[0], float(row[1])
 
-
-def _canonical(text: str) -> str:
-    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False)

@@ -50,7 +50,6 @@ class MemoryStorage:
     """
 
     _records: dict[str, _Record] = attrs.Factory(dict)
-    _order: list[str] = attrs.Factory(list)
     _checkpoints: dict[str, Checkpoint] = attrs.Factory(dict)
     _leases: dict[str, tuple[str, float]] = attrs.Factory(dict)
     _controls: dict[str, list[tuple[str, str]]] = attrs.Factory(dict)
@@ -61,8 +60,6 @@ class MemoryStorage:
 
     async def store_workflow(self, instance: WorkflowInstance) -> None:
         """Save a new instance (or replace one with the same id)."""
-        if instance.id not in self._records:
-            self._order.append(instance.id)
         self._records[instance.id] = _Record(
             instance, dict(instance.task_states), [], list(instance.state_history))
 
@@ -84,9 +81,12 @@ class MemoryStorage:
 
     async def list_workflows(self, filters: WorkflowFilters) -> list[WorkflowInstance]:
         """Matching instances, newest first."""
-        out = []
-        for instance_id in reversed(self._order):
-            record = self._records[instance_id]
+        out: list[WorkflowInstance] = []
+        if filters.limit is not None and filters.limit <= 0:
+            return out
+        newest_first = sorted(self._records.values(), reverse=True,
+                              key=lambda r: (r.instance.created_at, r.instance.id))
+        for record in newest_first:
             head = record.instance
             if filters.state is not None and head.state != filters.state:
                 continue
@@ -101,10 +101,23 @@ class MemoryStorage:
                 break
         return out
 
+    async def instance_ids(self, filters: WorkflowFilters) -> list[tuple[str, str | None]]:
+        """``(id, parent_id)`` of matching instances, newest first."""
+        return [(i.id, i.parent_id) for i in await self.list_workflows(filters)]
+
+    async def last_event_seq(self, instance_id: str) -> int:
+        """The seq of the instance's newest event (0 before any)."""
+        events = self._get(instance_id).events
+        return events[-1].seq if events else 0
+
     async def delete_workflow(self, instance_id: str) -> None:
-        """Forget an instance (no error if there is none)."""
-        if self._records.pop(instance_id, None) is not None:
-            self._order.remove(instance_id)
+        """Forget an instance and everything about it (no error if there is none)."""
+        self._records.pop(instance_id, None)
+        self._leases.pop(instance_id, None)
+        self._controls.pop(instance_id, None)
+        for checkpoint in [c for c in self._checkpoints.values()
+                           if c.instance_id == instance_id]:
+            del self._checkpoints[checkpoint.id]
 
     async def commit(self, instance_id: str, changes: InstanceChanges) -> None:
         """Apply one change.
@@ -118,7 +131,12 @@ class MemoryStorage:
         for state in changes.task_states:
             record.task_states[state.task_id] = state
         if changes.events:
-            record.events.extend(changes.events)
+            events = record.events
+            if events and changes.events[0].seq < events[-1].seq:
+                events.extend(changes.events)  # committed out of order: keep seq order
+                events.sort(key=lambda e: e.seq)
+            else:
+                events.extend(changes.events)
         if changes.transitions:
             record.transitions.extend(changes.transitions)
 

@@ -8,6 +8,7 @@ missing); other query options go to libpq.
 
 from __future__ import annotations
 
+import re
 import threading
 import urllib.parse
 import zlib
@@ -32,6 +33,7 @@ class PostgresStorage(SqlStorage):
     """
 
     placeholder = "%s"
+    greatest = "GREATEST"
     threads = 4
 
     def __init__(self, conninfo: str, *, schema: str | None = None, pool_size: int = 4,
@@ -45,6 +47,7 @@ class PostgresStorage(SqlStorage):
         if schema is not None and not schema.replace("_", "").isalnum():
             raise StorageError(f"schema {schema!r}: use letters, digits and '_'")
         self.schema = schema
+        self._conninfo = conninfo
         self._shown = _without_password(conninfo)
         configure = self._configure if schema else None
         self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, open=False,
@@ -80,10 +83,18 @@ class PostgresStorage(SqlStorage):
 
     def _open(self) -> None:
         if not self._opened:
+            import psycopg
+
+            try:  # one plain connection first: it fails fast and says why
+                psycopg.connect(self._conninfo, connect_timeout=5).close()
+            except psycopg.Error as exc:
+                raise StorageError(f"cannot connect to {self._shown}: "
+                                   f"{_hide(str(exc).strip(), self._conninfo)}") from None
             try:
                 self._pool.open(wait=True, timeout=10)
             except Exception as exc:
-                raise StorageError(f"cannot connect to {self._shown}: {exc}") from None
+                raise StorageError(f"cannot connect to {self._shown}: "
+                                   f"{_hide(str(exc), self._conninfo)}") from None
             conn = self._pool.getconn()
             try:
                 with conn.cursor() as cur:
@@ -103,15 +114,37 @@ class PostgresStorage(SqlStorage):
         self._pool.putconn(conn)
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (also after a failed open)."""
         self._closed = True
-        if self._opened:
-            await anyio.to_thread.run_sync(self._pool.close)
+        await anyio.to_thread.run_sync(self._pool.close)
+
+
+_PASSWORD_OPTION = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
 
 
 def _without_password(conninfo: str) -> str:
-    parsed = urllib.parse.urlsplit(conninfo)
-    if parsed.password is None:
-        return conninfo
-    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
-    return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
+    """The connection string with every password (URL user part, ``?password=``,
+    ``password=...`` in a key=value string) replaced by ``***``."""
+    shown = _PASSWORD_OPTION.sub(r"\1***", conninfo)
+    if "://" in shown:
+        parsed = urllib.parse.urlsplit(shown)
+        if parsed.password:
+            netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+            shown = urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
+    return shown
+
+
+def _hide(message: str, conninfo: str) -> str:
+    """A driver's message without the password of ``conninfo``."""
+    for secret in _passwords(conninfo):
+        message = message.replace(secret, "***")
+    return message
+
+
+def _passwords(conninfo: str) -> list[str]:
+    found = [m.group(2).strip("'") for m in _PASSWORD_OPTION.finditer(conninfo)]
+    if "://" in conninfo:
+        password = urllib.parse.urlsplit(conninfo).password
+        if password:
+            found.append(password)
+    return [p for p in found if p]

@@ -10,5 +10,6 @@ from ._handlers import Call as Call
 from ._handlers import RecordingHandler as RecordingHandler
 from ._handlers import approve_when_pending as approve_when_pending
 from ._handlers import fail as fail
+from ._storage import check_storage as check_storage
 
-__all__ = ["Call", "FakeClock", "RecordingHandler", "approve_when_pending", "fail"]
+__all__ = ["Call", "FakeClock", "RecordingHandler", "approve_when_pending", "check_storage", "fail"]
