@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import attrs
 
-from ._approval import MemoryApprovalSystem
+from ._approval.store import StoreApprovalSystem
 from ._checkpoint import DefaultCheckpointManager
 from ._clock import SystemClock
 from ._context import Resources, TaskContext
@@ -160,7 +160,8 @@ class Engine:
         self.environ: Mapping[str, str] = dict(os.environ if environ is None else environ)
         self.secrets = secrets or EnvSecretProvider(self.environ)
         self.state_machine = state_machine or DefaultStateMachine(now=self.clock.now)
-        self.approvals = approvals or MemoryApprovalSystem(self.clock)
+        self.approvals = approvals or StoreApprovalSystem(
+            self.store, self.clock, self.settings.approval_poll_seconds)
         self.plugins: dict[str, PluginFunction] = dict(plugins or {})
         self.task_types: dict[str, type[Any]] = dict(task_types or {})
         if hasattr(self.store, "task_types"):

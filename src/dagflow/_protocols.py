@@ -245,7 +245,12 @@ class ApprovalSystem(Protocol):
         ...
 
     async def cancel_approval(self, approval_id: str) -> None:
-        """Close a gate whose task was cancelled; it is no longer pending."""
+        """Close a gate: its task was cancelled, or has consumed its decision. A closed gate
+        takes no more votes and keeps its decision."""
+        ...
+
+    async def list_instance_approvals(self, instance_id: str) -> list[ApprovalRequest]:
+        """Every gate an instance opened, open or closed, oldest first."""
         ...
 
 

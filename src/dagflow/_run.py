@@ -1037,9 +1037,11 @@ class Run:
                            comment="auto_approve")))
             return {"approved": True, "approvers": ["system"], "comments": ["auto_approve"]}
         approvals = engine.approvals
-        for open_gate in await approvals.list_pending_approvals(None):
-            if open_gate.instance_id == self.instance_id and open_gate.task_id == ctx.task_id:
-                approval_id = open_gate.approval_id  # opened before an interrupt or a crash
+        for gate in reversed(await approvals.list_instance_approvals(self.instance_id)):
+            if gate.task_id == ctx.task_id and gate.context.get("cancelled") != "true":
+                # opened before an interrupt or a crash: same gate, same deadline, and any
+                # decision made meanwhile counts
+                approval_id = gate.approval_id
                 break
         else:
             approval_id = await approvals.request_approval(
@@ -1075,9 +1077,9 @@ class Run:
             decided = True
         finally:
             self.gates -= 1
-            if not decided and self.interrupted is None:  # interrupted: stays open
+            if self.interrupted is None or decided:  # interrupted and undecided: stays open
                 with anyio.CancelScope(shield=True):
-                    await approvals.cancel_approval(approval_id)
+                    await approvals.cancel_approval(approval_id)  # closed, decision kept
             self._update_activity()
         votes = request.votes
         if status.state == "Approved":

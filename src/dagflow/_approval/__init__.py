@@ -1,5 +1,6 @@
 """Approval gates: the rules, and the ApprovalSystem implementations."""
 
 from .memory import MemoryApprovalSystem
+from .store import StoreApprovalSystem
 
-__all__ = ["MemoryApprovalSystem"]
+__all__ = ["MemoryApprovalSystem", "StoreApprovalSystem"]

@@ -111,6 +111,10 @@ class MemoryApprovalSystem:
             raise ApprovalError(f"no approval has id {approval_id!r}",
                                 approval_id=approval_id) from None
 
+    async def list_instance_approvals(self, instance_id: str) -> list[ApprovalRequest]:
+        """Every gate an instance opened, oldest first."""
+        return [r for r in self._requests.values() if r.instance_id == instance_id]
+
     async def wait_for_any_change(self) -> None:
         """Return once any gate of this process opens, gets a vote or closes."""
         await self._any.wait()

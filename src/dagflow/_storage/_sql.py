@@ -29,10 +29,11 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .._errors import CheckpointError, StorageError, WorkflowNotFound
+from .._errors import ApprovalError, CheckpointError, StorageError, WorkflowNotFound
 from .._events import WorkflowEvent, event_from_dict, event_to_dict
 from .._gc import building
 from .._models import (
+    ApprovalRequest,
     Checkpoint,
     ExecutionContext,
     InstanceChanges,
@@ -184,6 +185,8 @@ class SqlStorage:
     """
 
     placeholder = "?"
+    #: appended to a SELECT that reads a row to change it (SQLite locks the database anyway)
+    for_update = ""
     #: the SQL function for the larger of two values
     greatest = "MAX"
     #: worker threads that may use the database at once
@@ -238,7 +241,7 @@ class SqlStorage:
 
         try:
             return await anyio.to_thread.run_sync(transaction, limiter=self._limiter)
-        except (WorkflowNotFound, CheckpointError, StorageError):
+        except (WorkflowNotFound, CheckpointError, StorageError, ApprovalError):
             raise
         except Exception as exc:
             raise StorageError(f"{type(exc).__name__}: {exc}") from exc
@@ -816,6 +819,108 @@ class SqlStorage:
 
         await self._run(work)
         self._tokens.pop(instance_id, None)
+
+    # ------------------------------------------------------------------ approvals
+
+    def _approval_row(self, request: ApprovalRequest, state: str) -> tuple[Any, ...]:
+        body = json.dumps(self._converter.unstructure(request), ensure_ascii=False,
+                          default=str)
+        values = (request.approval_id, request.instance_id, request.task_id, state,
+                  _iso(request.expires_at), body)
+        return (*values, self.checksum("approval", *values))
+
+    def _approval_from_row(self, row: Sequence[Any]) -> ApprovalRequest:
+        *values, checksum = row
+        if not self.checksum.matches(checksum, "approval", *values):
+            raise CheckpointError(f"approval {values[0]} does not match its checksum "
+                                  "(corrupt or tampered with): not loading it")
+        request: ApprovalRequest = self._converter.structure(json.loads(values[5]),
+                                                             ApprovalRequest)
+        return request
+
+    _APPROVAL_COLUMNS = "id, instance_id, task_id, state, expires_at, body, checksum"
+
+    async def save_approval(self, request: ApprovalRequest, state: str = "Pending") -> None:
+        """Store a new approval gate."""
+        row = self._approval_row(request, state)
+
+        def work(cur: Any) -> None:
+            cur.execute(self._q(f"INSERT INTO dagflow_approvals ({self._APPROVAL_COLUMNS})"
+                                " VALUES (?, ?, ?, ?, ?, ?, ?)"), row)
+
+        await self._run(work)
+
+    async def load_approval(self, approval_id: str) -> ApprovalRequest | None:
+        """A gate with its votes, or ``None``.
+
+        Raises:
+            CheckpointError: Its row fails its checksum.
+        """
+        def work(cur: Any) -> Any:
+            cur.execute(self._q(f"SELECT {self._APPROVAL_COLUMNS} FROM dagflow_approvals"
+                                " WHERE id = ?"), (approval_id,))
+            return cur.fetchone()
+
+        row = await self._run(work, write=False)
+        return self._approval_from_row(row) if row is not None else None
+
+    async def update_approval(
+        self, approval_id: str,
+        change: Callable[[ApprovalRequest], tuple[ApprovalRequest, str]],
+    ) -> ApprovalRequest:
+        """Read, change and write a gate in one transaction (votes from several processes
+        never overwrite each other). ``change`` returns the new request and its state; an
+        exception from it leaves the gate as it was.
+
+        Raises:
+            ApprovalError: No gate has this id (or what ``change`` raised).
+        """
+        q = self._q
+        lock = self.for_update
+
+        def work(cur: Any) -> ApprovalRequest:
+            cur.execute(q(f"SELECT {self._APPROVAL_COLUMNS} FROM dagflow_approvals"
+                          f" WHERE id = ?{lock}"), (approval_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise ApprovalError(f"no approval has id {approval_id!r}",
+                                    approval_id=approval_id)
+            updated, state = change(self._approval_from_row(row))
+            new = self._approval_row(updated, state)
+            cur.execute(q("UPDATE dagflow_approvals SET state = ?, body = ?, checksum = ?"
+                          " WHERE id = ?"), (new[3], new[5], new[6], approval_id))
+            return updated
+
+        return await self._run(work)  # type: ignore[no-any-return]
+
+    async def list_approvals(self, *, state: str | None = "Pending",
+                             instance_id: str | None = None) -> list[ApprovalRequest]:
+        """Gates in ``state`` (None: all), oldest first; rows failing their checksum are
+        left out and logged."""
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        if instance_id is not None:
+            where.append("instance_id = ?")
+            params.append(instance_id)
+        sql = (f"SELECT {self._APPROVAL_COLUMNS} FROM dagflow_approvals WHERE "
+               f"{' AND '.join(where)} ORDER BY expires_at, id")
+
+        def work(cur: Any) -> list[Any]:
+            cur.execute(self._q(sql), params)
+            return list(cur.fetchall())
+
+        out = []
+        for row in await self._run(work, write=False):
+            try:
+                out.append(self._approval_from_row(row))
+            except CheckpointError as exc:
+                import logging
+
+                logging.getLogger("dagflow").error("%s", exc)
+        return out
 
     async def request_control(self, instance_id: str, action: str, reason: str) -> None:
         """Ask the process running an instance to ``cancel``, ``pause`` or ``resume`` it."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import attrs
 
-from .._errors import WorkflowNotFound
+from .._errors import ApprovalError, WorkflowNotFound
 from .._events import WorkflowEvent
 from .._models import (
+    ApprovalRequest,
     Checkpoint,
     ExecutionContext,
     InstanceChanges,
@@ -53,6 +55,7 @@ class MemoryStorage:
     _checkpoints: dict[str, Checkpoint] = attrs.Factory(dict)
     _leases: dict[str, tuple[str, float]] = attrs.Factory(dict)
     _controls: dict[str, list[tuple[str, str]]] = attrs.Factory(dict)
+    _approvals: dict[str, tuple[ApprovalRequest, str]] = attrs.Factory(dict)
     keep_checkpoints: int = 10
 
     def __repr__(self) -> str:
@@ -115,6 +118,9 @@ class MemoryStorage:
         self._records.pop(instance_id, None)
         self._leases.pop(instance_id, None)
         self._controls.pop(instance_id, None)
+        for approval_id, (request, _) in list(self._approvals.items()):
+            if request.instance_id == instance_id:
+                del self._approvals[approval_id]
         for checkpoint in [c for c in self._checkpoints.values()
                            if c.instance_id == instance_id]:
             del self._checkpoints[checkpoint.id]
@@ -192,6 +198,40 @@ class MemoryStorage:
         holder = self._leases.get(instance_id)
         if holder is not None and holder[0] == owner:
             del self._leases[instance_id]
+
+    async def save_approval(self, request: ApprovalRequest, state: str = "Pending") -> None:
+        """Store a new approval gate."""
+        self._approvals[request.approval_id] = (request, state)
+
+    async def load_approval(self, approval_id: str) -> ApprovalRequest | None:
+        """A gate with its votes, or ``None``."""
+        found = self._approvals.get(approval_id)
+        return found[0] if found is not None else None
+
+    async def update_approval(
+        self, approval_id: str,
+        change: Callable[[ApprovalRequest], tuple[ApprovalRequest, str]],
+    ) -> ApprovalRequest:
+        """Change a gate atomically (see the SQL stores).
+
+        Raises:
+            ApprovalError: No gate has this id (or what ``change`` raised).
+        """
+        found = self._approvals.get(approval_id)
+        if found is None:
+            raise ApprovalError(f"no approval has id {approval_id!r}",
+                                approval_id=approval_id)
+        updated, state = change(found[0])
+        self._approvals[approval_id] = (updated, state)
+        return updated
+
+    async def list_approvals(self, *, state: str | None = "Pending",
+                             instance_id: str | None = None) -> list[ApprovalRequest]:
+        """Gates in ``state`` (None: all), oldest deadline first."""
+        found = [r for r, st in self._approvals.values()
+                 if (state is None or st == state)
+                 and (instance_id is None or r.instance_id == instance_id)]
+        return sorted(found, key=lambda r: (r.expires_at, r.approval_id))
 
     async def request_control(self, instance_id: str, action: str, reason: str) -> None:
         """Ask the engine running an instance to ``cancel``, ``pause`` or ``resume`` it."""

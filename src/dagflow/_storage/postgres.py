@@ -34,6 +34,7 @@ class PostgresStorage(SqlStorage):
 
     placeholder = "%s"
     greatest = "GREATEST"
+    for_update = " FOR UPDATE"
     threads = 4
 
     def __init__(self, conninfo: str, *, schema: str | None = None, pool_size: int = 4,

@@ -1,0 +1,158 @@
+"""``dagflow approvals``, ``approve`` and ``reject``: decide gates from any terminal.
+
+A decision is written to the store; the process running the workflow notices it within
+``approval_poll_seconds`` (half a second) and carries on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+import anyio
+import click
+
+from .._errors import ApprovalError, StorageError
+
+__all__ = ["register"]
+
+_STORE_HELP = ("Where instances live (default: $DAGFLOW_STORE, else "
+               "sqlite:///.dagflow/dagflow.db).")
+
+
+def _system(store: str | None) -> Any:
+    from .._approval.store import StoreApprovalSystem
+    from .._storage import open_storage
+    from . import default_store
+
+    return StoreApprovalSystem(open_storage(store or default_store()))
+
+
+def _run(work: Any) -> Any:
+    """Run ``work(system)`` with a store opened for this command, closing it after."""
+    async def main(store: str | None) -> Any:
+        system = _system(store)
+        try:
+            return await work(system)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await system.store.close()
+
+    return main
+
+
+def _refused(exc: BaseException) -> None:
+    click.echo(f"dagflow: error: {exc}", err=True)
+    sys.exit(2)
+
+
+def _left(expires_at: dt.datetime) -> str:
+    seconds = (expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+    if seconds <= 0:
+        return "expired"
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}h{rest // 60:02d}m left" if hours else f"{rest // 60}m{rest % 60:02d}s left"
+
+
+@click.command()
+@click.option("--approver", metavar="EMAIL", help="Only gates this person may decide.")
+@click.option("--store", metavar="URL", help=_STORE_HELP)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the gates as a JSON list (approval_id, instance_id, task_id, "
+                   "approvers, expires_at, votes ...).")
+def approvals(approver: str | None, store: str | None, as_json: bool) -> None:
+    """List the approval gates waiting for a decision, earliest deadline first.
+
+    \b
+    Examples:
+      dagflow approvals
+      dagflow approvals --approver alice@example.com
+      dagflow approvals --json | jq -r '.[].approval_id'
+    """
+    from .._serde import make_converter
+
+    async def work(system: Any) -> list[Any]:
+        return await system.list_pending_approvals(approver)  # type: ignore[no-any-return]
+
+    try:
+        pending = anyio.run(_run(work), store)
+    except StorageError as exc:
+        _refused(exc)
+    if as_json:
+        converter = make_converter()
+        click.echo(json.dumps([converter.unstructure(r) for r in pending], indent=2))
+        return
+    if not pending:
+        click.echo("no approval is waiting" + (f" for {approver}" if approver else ""))
+        return
+    for request in pending:
+        granted = sum(1 for v in request.votes if v.approved)
+        click.echo(f"{request.approval_id}  {request.workflow_id}/{request.task_id}  "
+                   f"instance {request.instance_id}")
+        click.echo(f"    approvers: {', '.join(request.approvers)}  "
+                   f"({granted} of {request.min_approvals} granted)  "
+                   f"{_left(request.expires_at)}")
+        click.echo(f"    dagflow approve {request.approval_id} --as EMAIL")
+
+
+@click.command()
+@click.argument("approval_id")
+@click.option("--as", "approver", required=True, metavar="EMAIL",
+              help="Who approves: must be one of the gate's approvers.")
+@click.option("--comment", help="Recorded with the vote.")
+@click.option("--store", metavar="URL", help=_STORE_HELP)
+def approve(approval_id: str, approver: str, comment: str | None, store: str | None) -> None:
+    """Grant APPROVAL_ID as EMAIL.
+
+    Only an address listed in the gate's approvers may grant, once; the person who started
+    the run may not approve it unless the gate allows it. With min_approvals > 1 the gate
+    opens when enough different approvers have granted.
+
+    \b
+    Examples:
+      dagflow approve apr_3Xb... --as alice@example.com
+      dagflow approve apr_3Xb... --as alice@example.com --comment "canary looks good"
+    """
+    async def work(system: Any) -> Any:
+        await system.grant_approval(approval_id, approver, comment)
+        return await system.check_approval_status(approval_id)
+
+    try:
+        status = anyio.run(_run(work), store)
+    except (ApprovalError, StorageError) as exc:
+        _refused(exc)
+    if status.state == "Approved":
+        click.echo(f"approved: {approval_id} is open; the workflow continues")
+    else:
+        click.echo(f"granted as {approver.strip()}; {approval_id} needs more approvals")
+
+
+@click.command()
+@click.argument("approval_id")
+@click.option("--as", "approver", required=True, metavar="EMAIL",
+              help="Who rejects: must be one of the gate's approvers.")
+@click.option("--reason", required=True, help="Why (recorded, and shown in the run).")
+@click.option("--store", metavar="URL", help=_STORE_HELP)
+def reject(approval_id: str, approver: str, reason: str, store: str | None) -> None:
+    """Reject APPROVAL_ID as EMAIL: one rejection fails the gate.
+
+    \b
+    Example:
+      dagflow reject apr_3Xb... --as bob@example.com --reason "change freeze"
+    """
+    async def work(system: Any) -> None:
+        await system.reject_approval(approval_id, approver, reason)
+
+    try:
+        anyio.run(_run(work), store)
+    except (ApprovalError, StorageError) as exc:
+        _refused(exc)
+    click.echo(f"rejected: {approval_id} by {approver.strip()}")
+
+
+def register(group: click.Group) -> None:
+    """Add the approval commands to ``group``."""
+    for command in (approvals, approve, reject):
+        group.add_command(command)
