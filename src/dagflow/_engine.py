@@ -121,6 +121,9 @@ class Engine:
             (besides the parent workflow file's directory).
         connections: Query connection name -> URL.
         cluster: Replaces the kubectl-based ClusterClient of Deploy and Scale tasks.
+        notifiers: More notification channels (``async def notify(notification)``), on
+            top of email and the webhook.
+        smtp: Where emails go (``SmtpSettings``; default: ``$DAGFLOW_SMTP_*``).
         environ: The environment tasks start from and ``${env.X}`` reads (default: the
             process environment).
         settings: Engine-wide knobs (:class:`~dagflow.EngineSettings`).
@@ -144,6 +147,8 @@ class Engine:
         workflow_dirs: Iterable[str | os.PathLike[str]] = (),
         connections: Mapping[str, str] | None = None,
         cluster: Any = None,
+        notifiers: Iterable[Any] = (),
+        smtp: Any = None,
         environ: Mapping[str, str] | None = None,
         settings: EngineSettings | None = None,
     ) -> None:
@@ -181,6 +186,16 @@ class Engine:
         self._http: Any = None
         self.resources = Resources(settings=self.settings, http_client=self._http_client,
                                    connections=dict(connections or {}), cluster=cluster)
+        from ._approval.notify import EmailNotifier, SmtpSettings, WebhookNotifier
+
+        self.smtp = smtp if smtp is not None else SmtpSettings.from_env(self.environ)
+        self.notifiers: list[Any] = [
+            WebhookNotifier(self._http_client,
+                            attempts=self.settings.webhook_attempts,
+                            backoff_seconds=self.settings.webhook_backoff_seconds),
+            *([EmailNotifier(self.smtp)] if self.smtp is not None else []),
+            *notifiers,
+        ]
         self._runs: dict[str, Run] = {}
         self._done: dict[str, anyio.Event] = {}
         self._stack: AsyncExitStack | None = None

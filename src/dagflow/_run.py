@@ -35,6 +35,8 @@ from ._events import (
     ApprovalRejected,
     ApprovalRequired,
     CheckpointCreated,
+    NotificationFailed,
+    NotificationSent,
     RollbackCompleted,
     RollbackFailed,
     RollbackStarted,
@@ -259,6 +261,8 @@ class Run:
     _changed: anyio.Event = attrs.Factory(anyio.Event)
     _tg: Any = None
     _snapshot_seq: int = -1
+    _notifying: int = 0
+    _notified: anyio.Event = attrs.Factory(anyio.Event)
 
     def __attrs_post_init__(self) -> None:
         self.journal = _Journal(self)
@@ -384,6 +388,8 @@ class Run:
                     tg.start_soon(self._checkpoint_timer, float(interval))
                 self._begin()
                 await self.finished.wait()
+                while self._notifying:  # let gate notifications in flight arrive
+                    await self._notified.wait()
                 tg.cancel_scope.cancel()
         finally:
             self._tg = None
@@ -1050,10 +1056,13 @@ class Run:
                 allow_self_approval=spec.allow_self_approval,
                 requested_by=self.instance.created_by)
         request = await approvals.get_approval(approval_id)
-        await self.journal.durable(self.record(events=(self.event(
+        required = self.event(
             ApprovalRequired, task_id=ctx.task_id, approvers=spec.approvers,
             approval_id=approval_id, expires_at=request.expires_at,
-            min_approvals=spec.min_approvals),)))
+            min_approvals=spec.min_approvals)
+        await self.journal.durable(self.record(events=(required,)))
+        if self._tg is not None and self.instance.definition.config.notification_config:
+            self._tg.start_soon(self._notify_in_background, "approval_required", required)
         self.gates += 1
         self._update_activity()
         seen = 0
@@ -1138,6 +1147,49 @@ class Run:
             self.transition(S.COMPLETED, "every task finished",
                             (self.event(WorkflowCompleted),), {"completed_at": now})
         await self.journal.drain()
+        kinds = {S.COMPLETED: "completed", S.FAILED: "failed", S.CANCELLED: "cancelled",
+                 S.ROLLED_BACK: "rolled_back"}
+        if self.state in kinds:
+            await self.notify(kinds[self.state])
+
+    async def _notify_in_background(self, kind: str, event: WorkflowEvent) -> None:
+        self._notifying += 1
+        try:
+            await self.notify(kind, event)
+        finally:
+            self._notifying -= 1
+            self._notified.set()
+            self._notified = anyio.Event()
+
+    async def notify(self, kind: str, event: WorkflowEvent | None = None) -> None:
+        """Send the workflow's notifications of ``kind`` (email, webhook, the host's own),
+        recording each result as an event; a failed notification never fails the run."""
+        config = self.instance.definition.config.notification_config
+        if config is None:
+            return
+        from ._approval.notify import deliver, notifications_for
+
+        instance = await self.engine._load(self.instance_id)
+        notification = notifications_for(instance, config, kind=kind, event=event)  # type: ignore[arg-type]
+        if notification is None:
+            return
+
+        def result(channel: str, target: str, error: str | None) -> None:
+            if error is None:
+                self.record(events=(self.event(NotificationSent, channel=channel,
+                                               target=target),))
+            else:
+                self.record(events=(self.event(NotificationFailed, channel=channel,
+                                               target=target, error=error),))
+
+        if kind != "approval_required" and notification.recipients and \
+                self.engine.smtp is None:
+            result("email", ", ".join(notification.recipients),
+                   "no SMTP server configured (set DAGFLOW_SMTP_HOST, or Engine(smtp=...))")
+        with self.engine.clock.busy():  # real work: a fake clock must not jump meanwhile
+            await deliver(self.engine.notifiers, notification, on_result=result,
+                          timeout_seconds=60)
+        await self._flushed()
 
     async def rollback(self) -> bool:
         """Undo completed tasks in reverse completion order; True when all were undone."""

@@ -54,6 +54,9 @@ class EngineSettings:
             the instance.
         control_poll_seconds: How often a running instance looks for cancel, pause and
             resume requests made by other processes (``dagflow cancel ID``).
+        webhook_attempts: How many times a notification webhook is tried (5xx, 429 and
+            connection errors are retried; the same Idempotency-Key each time).
+        webhook_backoff_seconds: Real seconds before the first webhook retry, doubling.
         checkpoint_key: HMAC key for the checksums of stored rows and checkpoints (default:
             ``$DAGFLOW_CHECKPOINT_KEY``, else plain SHA-256, which detects corruption but
             not deliberate tampering by someone who can write to the database).
@@ -70,4 +73,6 @@ class EngineSettings:
     approval_poll_seconds: float = 0.5
     lease_seconds: float = 30.0
     control_poll_seconds: float = 0.25
+    webhook_attempts: int = 3
+    webhook_backoff_seconds: float = 1.0
     checkpoint_key: str | None = None
