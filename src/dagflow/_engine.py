@@ -4,7 +4,6 @@ plus ``run``, ``wait``, ``rollback`` and the plugin and task type registries."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import os
@@ -24,8 +23,8 @@ from ._checkpoint import DefaultCheckpointManager
 from ._clock import SystemClock
 from ._context import Resources, TaskContext
 from ._dag import DefaultDagBuilder
+from ._durability import Durability
 from ._errors import (
-    CheckpointError,
     InvalidStateTransition,
     Problem,
     StorageError,
@@ -33,7 +32,6 @@ from ._errors import (
     WorkflowError,
     WorkflowNotFound,
 )
-from ._events import WorkflowEvent
 from ._execute import DefaultTaskExecutor, builtin_handlers
 from ._execute.flow import PluginFunction, find_plugin
 from ._expr import ExprError, UnresolvedVariables, resolve_variables
@@ -44,7 +42,6 @@ from ._models import (
     Loop,
     Plugin,
     Subworkflow,
-    TaskStatus,
     WorkflowDefinition,
     WorkflowFilters,
     WorkflowInstance,
@@ -56,8 +53,9 @@ from ._run import Run
 from ._settings import EngineSettings
 from ._state import TERMINAL_STATES, DefaultStateMachine
 from ._storage import open_storage
+from ._stream import EventStream
 
-__all__ = ["Engine", "EnvSecretProvider", "EventStream"]
+__all__ = ["Engine", "EnvSecretProvider", "EventStream", "definition_hash"]
 
 logger = logging.getLogger("dagflow")
 S = WorkflowState
@@ -94,7 +92,7 @@ def definition_hash(definition: WorkflowDefinition) -> str:
     return got
 
 
-class Engine:
+class Engine(Durability):
     """Runs workflow instances; the default :class:`~dagflow.WorkflowEngine`.
 
     Use it as an async context manager; background runs (``start_workflow``) live in its
@@ -667,207 +665,6 @@ class Engine:
                                          to_state=str(S.PAUSED), instance_id=instance_id)
         run.interrupt(reason)
 
-    async def rollback(self, instance_id: str) -> WorkflowInstance:
-        """Undo a Failed or Cancelled instance's completed tasks, newest first.
-
-        Raises:
-            InvalidStateTransition: The instance is not Failed or Cancelled.
-            WorkflowError: ``config.enable_rollback`` is false.
-        """
-        instance = await self._load(instance_id)
-        if instance.state not in (S.FAILED, S.CANCELLED):
-            raise InvalidStateTransition(from_state=str(instance.state),
-                                         to_state=str(S.ROLLED_BACK), instance_id=instance_id)
-        if not instance.definition.config.enable_rollback:
-            raise WorkflowError(f"rollback is disabled for {instance.workflow_id!r} "
-                                "(config.enable_rollback: false)")
-        run = await self._prepare(instance)
-        self._runs[instance_id] = run
-        try:
-            await run.rollback()
-        finally:
-            del self._runs[instance_id]
-            run.changed()
-        return await self._load(instance_id)
-
-    # ------------------------------------------------------------------ durability
-
-    async def _load_trusted(self, instance_id: str) -> WorkflowInstance:
-        """The stored instance, never trusting a row that fails its checksum: such a row
-        is replaced by the task's state in the newest checkpoint that passes its own.
-
-        Raises:
-            WorkflowNotFound: No instance has this id.
-            CheckpointError: A row is corrupt and no good checkpoint can stand in for it.
-        """
-        try:
-            return await self._load(instance_id)
-        except CheckpointError as exc:
-            partial = exc.partial
-            bad = exc.problems or (str(exc),)
-            logger.error("instance %s: %s", instance_id, "; ".join(bad))
-            if partial is None:
-                raise
-        good = None
-        for listed in reversed(await self.checkpoints.list_checkpoints(instance_id)):
-            try:
-                good = await self.checkpoints.load_checkpoint(listed.id)
-                break
-            except CheckpointError as exc:
-                logger.error("instance %s: %s", instance_id, exc)
-        if good is None:
-            raise CheckpointError(
-                f"instance {instance_id} has corrupt rows ({'; '.join(bad)}) and no good "
-                "checkpoint to recover them from: not resuming it", problems=bad)
-        # rows that failed are absent from `partial`; take them from the checkpoint
-        states = dict(good.task_states)
-        states.update(partial.task_states)
-        header_bad = any("header" in problem for problem in bad)
-        restored: WorkflowInstance = attrs.evolve(
-            partial, task_states=states,
-            state=good.workflow_state if header_bad else partial.state)
-        await self.store.update_workflow(restored)  # rewrites the rows, checksums and all
-        return restored
-
-    async def recover(self) -> list[str]:
-        """Resume, in the background, every instance that was running when its process
-        died (state Running or WaitingApproval, no live lease). Completed tasks are never
-        run again; tasks that were running run again, their attempts counted.
-
-        Returns:
-            The ids of the instances resumed.
-
-        Raises:
-            RuntimeError: The engine is not entered (``async with``).
-        """
-        if self._tg is None:
-            raise RuntimeError("recover needs a running engine: 'async with Engine(...)'")
-        resumed = []
-        for state in (S.RUNNING, S.WAITING_APPROVAL):
-            for instance_id, parent_id in await self.store.instance_ids(
-                    WorkflowFilters(state=state)):
-                if parent_id or instance_id in self._runs:
-                    continue  # children are driven by their parents
-                holder, until = await self.store.lease_of(instance_id)
-                if holder is not None and until > time.time():
-                    continue  # alive elsewhere
-                try:
-                    run = await self._prepare(await self._load_trusted(instance_id))
-                    await self._tg.start(self._drive_started, run, False)
-                except WorkflowError as exc:
-                    logger.error("instance %s not recovered: %s", instance_id, exc)
-                    continue
-                resumed.append(instance_id)
-        return resumed
-
-    async def retry(self, instance_id: str, *, from_task: str | None = None
-                    ) -> WorkflowInstance:
-        """Run a Failed or Cancelled instance again under the same id, with the definition
-        it started with: failed, cancelled and never-run tasks run again (or ``from_task``
-        and everything downstream of it); completed outputs are reused, and inside a Loop
-        only the iterations that did not complete run again.
-
-        Raises:
-            InvalidStateTransition: It is not Failed or Cancelled.
-            ValidationError: ``from_task`` names no task.
-        """
-        instance = await self._load_trusted(instance_id)
-        if instance.state not in (S.FAILED, S.CANCELLED):
-            raise InvalidStateTransition(from_state=str(instance.state),
-                                         to_state=str(S.RUNNING), instance_id=instance_id)
-        dag = DefaultDagBuilder().build_dag(instance.definition)
-        again: set[str] = set()
-        if from_task is not None:
-            if from_task not in dag.index:
-                raise ValidationError([Problem(f"no task {from_task!r} in {instance.workflow_id}"
-                                               f" (tasks: {', '.join(dag.ids[:10])}...)")])
-            again = {from_task} | _downstream(dag, from_task)
-        # everything that did not complete runs again (a task skipped because a
-        # dependency failed never ran); inside a Loop, iterations are kept one by one
-        keep = {key: state for key, state in instance.task_states.items()
-                if state.state == TaskStatus.COMPLETED
-                and key.split("[", 1)[0] not in again}
-        reason = "retry" + (f" from {from_task}" if from_task else "")
-        restarted = await self._restart(instance, keep, reason)
-        run = await self._prepare(restarted)
-        await self._drive(run, first_start=False)
-        return await self._load(instance_id)
-
-    async def _restart(self, instance: WorkflowInstance, states: dict[str, Any],
-                       reason: str) -> WorkflowInstance:
-        """Store ``instance`` Running again with only ``states`` kept, ready to drive."""
-        from ._models import StateTransition
-
-        check = self.state_machine.is_valid_transition
-        if not check(instance.state, S.RUNNING):
-            raise InvalidStateTransition(from_state=str(instance.state),
-                                         to_state=str(S.RUNNING), instance_id=instance.id)
-        restarted = attrs.evolve(
-            instance, state=S.RUNNING, task_states=states, error=None, completed_at=None,
-            state_history=(*instance.state_history, StateTransition(
-                instance.state, S.RUNNING, self.clock.now(), reason)))
-        await self._claim(instance.id)
-        await self.store.update_workflow(restarted)
-        return restarted
-
-    async def archive(self, *, older_than: dt.timedelta) -> list[str]:
-        """Move Completed instances that ended more than ``older_than`` ago to Archived,
-        deleting their checkpoints.
-
-        Returns:
-            The ids archived.
-        """
-        from ._models import InstanceChanges, StateTransition
-
-        cutoff = self.clock.now() - older_than
-        archived = []
-        completed = await self.store.list_workflows(WorkflowFilters(state=S.COMPLETED))
-        for instance in completed:
-            if instance.completed_at is None or instance.completed_at > cutoff:
-                continue
-            now = self.clock.now()
-            await self.store.commit(instance.id, InstanceChanges(
-                {"state": S.ARCHIVED},
-                transitions=(StateTransition(S.COMPLETED, S.ARCHIVED, now,
-                                             f"archived: completed before {cutoff:%Y-%m-%d}"),)))
-            for checkpoint in await self.checkpoints.list_checkpoints(instance.id):
-                await self.checkpoints.delete_checkpoint(checkpoint.id)
-            archived.append(instance.id)
-        return archived
-
-    async def checkpoint(self, instance_id: str) -> Any:
-        """Write a checkpoint of the instance now (on demand) and return it."""
-        run = self._live(instance_id)
-        if run is not None:
-            await run.snapshot()
-            checkpoints = await self.checkpoints.list_checkpoints(instance_id)
-            return checkpoints[-1]
-        return await self.checkpoints.create_checkpoint(await self._load_trusted(instance_id))
-
-    async def restore(self, instance_id: str, checkpoint_id: str) -> WorkflowInstance:
-        """Rewind an instance that is not running to an earlier checkpoint and run it on
-        from there (tasks finished after the checkpoint run again).
-
-        Raises:
-            CheckpointError: The checkpoint is missing, corrupt or of another instance.
-            InvalidStateTransition: The instance is Completed or Archived, or running.
-        """
-        instance = await self._load(instance_id)
-        if instance_id in self._runs or instance.state in (S.COMPLETED, S.ARCHIVED,
-                                                           S.ROLLED_BACK):
-            raise InvalidStateTransition(from_state=str(instance.state),
-                                         to_state=str(S.RUNNING), instance_id=instance_id)
-        checkpoint = await self.checkpoints.load_checkpoint(checkpoint_id)
-        if checkpoint.instance_id != instance_id:
-            raise CheckpointError(f"checkpoint {checkpoint_id} is not of {instance_id}",
-                                  checkpoint_id=checkpoint_id)
-        # from the state it is in now, with the task states it had at the checkpoint
-        restarted = await self._restart(instance, dict(checkpoint.task_states),
-                                        f"restored to checkpoint {checkpoint_id}")
-        run = await self._prepare(restarted)
-        await self._drive(run, first_start=False)
-        return await self._load(instance_id)
-
     # ------------------------------------------------------------------ reading
 
     async def _load(self, instance_id: str) -> WorkflowInstance:
@@ -901,74 +698,6 @@ class Engine:
             WorkflowNotFound: (on the first iteration) no instance has this id.
         """
         return EventStream(self, instance_id, after, follow, poll_seconds)
-
-
-class EventStream:
-    """An instance's events, in seq order; see :meth:`Engine.stream_events`."""
-
-    def __init__(self, engine: Engine, instance_id: str, after: int, follow: bool,
-                 poll_seconds: float) -> None:
-        self._engine = engine
-        self._instance_id = instance_id
-        self._seq = after
-        self._follow = follow
-        self._poll = poll_seconds
-        self._buffer: list[WorkflowEvent] = []
-        self._next = 0  # position in _buffer (popping from the front would be quadratic)
-        self._checked = False
-        self._done = False
-
-    def __repr__(self) -> str:
-        return f"<EventStream {self._instance_id} after={self._seq}>"
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> WorkflowEvent:
-        engine, instance_id = self._engine, self._instance_id
-        if not self._checked:
-            await engine._load(instance_id)
-            self._checked = True
-        while self._next >= len(self._buffer):
-            self._buffer, self._next = [], 0
-            if self._done:
-                raise StopAsyncIteration
-            run = engine._runs.get(instance_id)
-            # the waiter is taken before reading, so a commit in between still wakes us
-            waiter = run.wait_changed if run is not None else None
-            self._buffer = await engine.store.load_events(instance_id, self._seq)
-            if self._buffer:
-                break
-            if not self._follow:
-                raise StopAsyncIteration
-            if waiter is not None:
-                await waiter()
-                continue
-            instance = await engine._load(instance_id)
-            if instance.state in TERMINAL_STATES and instance_id not in engine._runs:
-                self._buffer = await engine.store.load_events(instance_id, self._seq)
-                self._done = True
-                continue
-            await anyio.sleep(self._poll)
-        event = self._buffer[self._next]
-        self._next += 1
-        self._seq = event.seq
-        return event
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def _downstream(dag: Any, task_id: str) -> set[str]:
-    """Every task that depends, directly or not, on ``task_id``."""
-    seen: set[int] = set()
-    stack = list(dag.children[dag.index[task_id]])
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(dag.children[node])
-    return {dag.ids[i] for i in seen}
 
 
 def _crash_spec(text: str) -> list[Any] | None:

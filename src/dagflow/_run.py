@@ -21,27 +21,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
+from . import _run_flow
 from ._context import Redactor, TaskContext
 from ._errors import (
     ApprovalTimeout,
     InvalidStateTransition,
     StorageError,
     TaskExecutionFailed,
-    WorkflowError,
 )
 from ._events import (
-    ApprovalExpired,
-    ApprovalGranted,
-    ApprovalRejected,
-    ApprovalRequired,
     CheckpointCreated,
-    NotificationFailed,
-    NotificationSent,
-    RollbackCompleted,
-    RollbackFailed,
-    RollbackStarted,
-    RollbackTaskCompleted,
-    RollbackTaskFailed,
     TaskCancelled,
     TaskCompleted,
     TaskFailed,
@@ -61,6 +50,7 @@ from ._events import (
 from ._execute._retry import backoff_seconds, effective_policy, is_retryable
 from ._expr import Condition, ExprError, Ref, parse_condition
 from ._interp import interpolate_spec, spec_has_refs, walk_path
+from ._journal import Journal
 from ._models import (
     Approval,
     Conditional,
@@ -84,7 +74,7 @@ if TYPE_CHECKING:
     from ._dag import WorkflowDag
     from ._engine import Engine
 
-__all__ = ["Run", "idempotency_key"]
+__all__ = ["Outcome", "Run", "Unit", "idempotency_key"]
 
 logger = logging.getLogger("dagflow")
 
@@ -117,7 +107,7 @@ class _TimedOut(Exception):
 
 
 @attrs.define(eq=False, repr=False)
-class _Unit:
+class Unit:
     """What runs with retries: a task, or one iteration of a Loop's template."""
 
     key: str  # the task_states key: "deploy", or "loop[3]" for an iteration
@@ -127,97 +117,6 @@ class _Unit:
     loop_index: int | None = None
     item: Any = None
     started_at: Any = None
-
-
-@attrs.define(eq=False, repr=False)
-class _Journal:
-    """Group commit: changes queue up and one store commit takes them all, in order."""
-
-    run: Run
-    pending: list[InstanceChanges] = attrs.Factory(list)
-    batch_done: anyio.Event = attrs.Factory(anyio.Event)
-    wake: anyio.Event = attrs.Factory(anyio.Event)
-    error: BaseException | None = None
-
-    def add(self, changes: InstanceChanges) -> anyio.Event:
-        """Queue ``changes``; the returned event is set once they are durable."""
-        self.pending.append(changes)
-        self.wake.set()
-        return self.batch_done
-
-    async def durable(self, done: anyio.Event) -> None:
-        """Wait for a batch; raise if the store could not take it."""
-        await done.wait()
-        if self.error is not None:
-            raise StorageError(f"could not save the workflow's state: {self.error}")
-
-    async def flusher(self) -> None:
-        """Commit whatever is queued, batch after batch, until cancelled."""
-        store, run = self.run.engine.store, self.run
-        while True:
-            await self.wake.wait()
-            self.wake = anyio.Event()
-            while self.pending:
-                batch, self.pending = self.pending, []
-                done, self.batch_done = self.batch_done, anyio.Event()
-                merged = _merge(batch)
-                try:
-                    # shielded: a batch is either committed and acknowledged, or failed
-                    with anyio.CancelScope(shield=True), run.engine.clock.busy():
-                        run.engine.crash_point("before-commit")
-                        await _commit_with_retries(store, run.instance_id, merged)
-                        run.engine.crash_point("after-commit")
-                except Exception as exc:
-                    self.error = exc
-                    logger.error("instance %s: store commit failed: %s", run.instance_id, exc)
-                    done.set()
-                    run.storage_failed(exc)
-                    return
-                done.set()
-                run.changed()
-
-    async def drain(self) -> None:
-        """Commit everything queued so far (the flusher may be gone)."""
-        while self.pending and self.error is None:
-            batch, self.pending = self.pending, []
-            done, self.batch_done = self.batch_done, anyio.Event()
-            with self.run.engine.clock.busy():
-                await _commit_with_retries(self.run.engine.store, self.run.instance_id,
-                                           _merge(batch))
-            done.set()
-            self.run.changed()
-
-
-def _merge(batch: list[InstanceChanges]) -> InstanceChanges:
-    if len(batch) == 1:
-        return batch[0]
-    fields: dict[str, Any] = {}
-    states: dict[str, TaskState] = {}
-    events: list[Any] = []
-    transitions: list[StateTransition] = []
-    for changes in batch:
-        fields.update(changes.fields)
-        for state in changes.task_states:
-            states[state.task_id] = state
-        events.extend(changes.events)
-        transitions.extend(changes.transitions)
-    return InstanceChanges(fields, tuple(states.values()), tuple(events), tuple(transitions))
-
-
-async def _commit_with_retries(store: Any, instance_id: str, changes: InstanceChanges) -> None:
-    delay = 0.05
-    for attempt in range(4):
-        try:
-            await store.commit(instance_id, changes)
-            return
-        except WorkflowError:
-            raise
-        except Exception as exc:  # a driver error: transient until proven otherwise
-            if attempt == 3:
-                raise StorageError(str(exc)) from exc
-            logger.warning("store commit failed (%s); retrying in %.2fs", exc, delay)
-            await anyio.sleep(delay)
-            delay *= 4
 
 
 @attrs.define(eq=False, repr=False)
@@ -256,7 +155,7 @@ class Run:
     paused: bool = False
     interrupted: str | None = None  # why running tasks were stopped to be resumed later
     redactor: Redactor = attrs.Factory(Redactor)
-    journal: _Journal = attrs.field(init=False)
+    journal: Journal = attrs.field(init=False)
     finished: anyio.Event = attrs.Factory(anyio.Event)
     _changed: anyio.Event = attrs.Factory(anyio.Event)
     _tg: Any = None
@@ -265,7 +164,7 @@ class Run:
     _notified: anyio.Event = attrs.Factory(anyio.Event)
 
     def __attrs_post_init__(self) -> None:
-        self.journal = _Journal(self)
+        self.journal = Journal(self)
         tasks = self.instance.definition.tasks
         n = len(tasks)
         self.status = [T.PENDING] * n
@@ -674,7 +573,7 @@ class Run:
 
     async def _run_task(self, i: int) -> None:
         task = self.tasks[i]
-        unit = _Unit(task.id, task.id, task, self.attempts[i], started_at=self.started_at[i])
+        unit = Unit(task.id, task.id, task, self.attempts[i], started_at=self.started_at[i])
         scope = self.running[i]
         outcome = Outcome(T.CANCELLED, error=f"workflow {self._stopping_word()}")
         try:
@@ -745,7 +644,7 @@ class Run:
         self.status[i] = T.RUNNING  # as if it ran: _complete resolves a running task
         self._complete(i, Outcome(T.FAILED, error=error))
 
-    async def _run_unit(self, unit: _Unit, index: int | None) -> Outcome:
+    async def _run_unit(self, unit: Unit, index: int | None) -> Outcome:
         """All attempts of a task (or iteration): retries with backoff, each attempt timed."""
         task = unit.task
         policy = effective_policy(task)
@@ -778,7 +677,7 @@ class Run:
                                            error=outcome.error or ""),))
             await clock.sleep(delay)
 
-    async def _attempt(self, unit: _Unit, attempt: int, index: int | None
+    async def _attempt(self, unit: Unit, attempt: int, index: int | None
                        ) -> tuple[Outcome, bool]:
         """One attempt; returns its outcome and whether a failure may be retried."""
         task = unit.task
@@ -833,7 +732,7 @@ class Run:
 
     # ------------------------------------------------------------------ contexts
 
-    def context(self, unit: _Unit, attempt: int, index: int | None) -> TaskContext:
+    def context(self, unit: Unit, attempt: int, index: int | None) -> TaskContext:
         """The TaskContext of one attempt, with the spec's references replaced."""
         task = unit.task
         spec = task.type
@@ -860,7 +759,7 @@ class Run:
                                            line=self.redactor.text(line)),))
         return on_line
 
-    def _resolver(self, index: int | None, unit: _Unit | None) -> Callable[[Ref], Any]:
+    def _resolver(self, index: int | None, unit: Unit | None) -> Callable[[Ref], Any]:
         variables = self.instance.execution_context.variables
         environment = self.instance.execution_context.environment
         dag = self.dag
@@ -922,206 +821,32 @@ class Run:
     def evaluate(self, condition: str, ctx: TaskContext) -> bool:
         """Evaluate a Conditional's condition for the task of ``ctx``."""
         index = self.dag.index.get(ctx.task_id)
-        unit = _Unit(ctx.task_id, ctx.task_id, ctx.task or self.tasks[0],
+        unit = Unit(ctx.task_id, ctx.task_id, ctx.task or self.tasks[0],
                      loop_index=ctx.loop_index, item=ctx.item)
         return parse_condition(condition).evaluate(self._resolver(index, unit))
+
 
     # ------------------------------------------------------------------ flow types
 
     async def run_loop(self, ctx: TaskContext, spec: Loop) -> list[Any]:
-        """Run the template per item; a failed iteration fails the Loop (after the others)."""
-        items = self._loop_items(ctx, spec)
-        index = self.dag.index.get(ctx.task_id)
-        results: list[Any] = [None] * len(items)
-        failures: list[str] = []
-        limiter = anyio.CapacityLimiter(
-            self.instance.definition.config.max_parallel_tasks if spec.parallel else 1)
-
-        async def iteration(k: int, item: Any) -> None:
-            key = f"{ctx.task_id}[{k}]"
-            saved = self.iterations.get(key)
-            if saved is not None and saved.state == T.COMPLETED:  # finished before: reuse
-                results[k] = _iteration_data(saved.output)
-                return
-            if failures and not spec.parallel:
-                return
-            async with limiter:
-                unit = _Unit(key, ctx.task_id, spec.task_template,
-                             saved.attempts if saved is not None else 0, k, item)
-                outcome = await self._run_unit(unit, index)
-            state = TaskState(key, outcome.status, unit.started_at, self.engine.clock.now(),
-                              unit.attempts, outcome.output, outcome.error)
-            self.iterations[key] = state
-            if outcome.status == T.COMPLETED:
-                results[k] = _iteration_data(outcome.output)
-                self.record(state=state, events=(self.event(
-                    TaskCompleted, task_id=key, output=outcome.output or TaskOutput(),
-                    attempt=unit.attempts),))
-            else:
-                failures.append(f"item {k}: {outcome.error}")
-                self.record(state=state, events=(self.event(
-                    TaskFailed, task_id=key, error=outcome.error or "failed",
-                    attempt=unit.attempts, output=outcome.output),))
-
-        async with anyio.create_task_group() as tg:
-            for k, item in enumerate(items):
-                if spec.parallel:
-                    tg.start_soon(iteration, k, item)
-                else:
-                    await iteration(k, item)
-        if failures:
-            raise TaskExecutionFailed(
-                task_id=ctx.task_id, kind="loop", retryable=False,
-                reason=f"{len(failures)} of {len(items)} iterations failed: "
-                       + "; ".join(failures[:3]) + (" ..." if len(failures) > 3 else ""),
-                output=TaskOutput(data=results))
-        return results
-
-    def _loop_items(self, ctx: TaskContext, spec: Loop) -> list[Any]:
-        items: Any = spec.items
-        if isinstance(items, str):
-            text = items.strip()
-            index = self.dag.index.get(ctx.task_id)
-            if text.startswith("${"):
-                from ._expr import parse_template
-
-                (ref,) = parse_template(text)
-                assert isinstance(ref, Ref)
-                items = self._resolver(index, None)(ref)
-            else:
-                variables = self.instance.execution_context.variables
-                if text not in variables:
-                    raise TaskExecutionFailed(task_id=ctx.task_id, retryable=False,
-                                              kind="reference",
-                                              reason=f"items: no variable named {text!r}")
-                items = variables[text]
-        if isinstance(items, str):  # a JSON list as text (e.g. a task's stdout)
-            import json
-
-            try:
-                items = json.loads(items)
-            except ValueError:
-                items = [line for line in items.splitlines() if line.strip()]
-        if not isinstance(items, list | tuple):
-            raise TaskExecutionFailed(task_id=ctx.task_id, retryable=False, kind="reference",
-                                      reason=f"items must be a list, got {type(items).__name__}")
-        return list(items)
+        """Run a Loop's template per item (see :mod:`dagflow._run_flow`)."""
+        return await _run_flow.run_loop(self, ctx, spec)
 
     async def run_subworkflow(self, ctx: TaskContext, spec: Subworkflow) -> dict[str, Any]:
-        """Run the named workflow as a child instance and wait for it."""
-        chain = (*self.parent_chain, self.instance.workflow_id)
-        if spec.workflow_id in chain:
-            loop = " -> ".join([*chain[chain.index(spec.workflow_id):], spec.workflow_id])
-            raise TaskExecutionFailed(task_id=ctx.task_id, retryable=False, kind="recursion",
-                                      reason=f"subworkflow recursion: {loop}")
-        child = await self.engine._run_child(self, ctx, spec, chain)
-        data = {
-            "instance_id": child.id,
-            "state": str(child.state),
-            "tasks": {k: {"status": str(s.state),
-                          "exit_code": s.output.exit_code if s.output else None,
-                          "stdout": s.output.stdout if s.output else None,
-                          "data": s.output.data if s.output else None}
-                      for k, s in child.task_states.items()},
-        }
-        if child.state != S.COMPLETED:
-            raise TaskExecutionFailed(
-                task_id=ctx.task_id, retryable=False, kind="subworkflow",
-                reason=f"subworkflow {spec.workflow_id!r} ({child.id}) ended "
-                       f"{child.state}: {child.error or 'no error recorded'}",
-                output=TaskOutput(data=data))
-        return data
+        """Run a child instance and wait for it."""
+        return await _run_flow.run_subworkflow(self, ctx, spec)
 
     async def wait_for_approval(self, ctx: TaskContext, spec: Approval) -> dict[str, Any]:
-        """Open a gate, announce it, and wait for enough grants, a veto or the deadline."""
-        engine, clock = self.engine, self.engine.clock
-        if spec.auto_approve or engine.settings.auto_approve:
-            self.record(events=(
-                self.event(ApprovalRequired, task_id=ctx.task_id, approvers=spec.approvers,
-                           min_approvals=spec.min_approvals),
-                self.event(ApprovalGranted, task_id=ctx.task_id, approver="system",
-                           comment="auto_approve")))
-            return {"approved": True, "approvers": ["system"], "comments": ["auto_approve"]}
-        approvals = engine.approvals
-        for gate in reversed(await approvals.list_instance_approvals(self.instance_id)):
-            if gate.task_id == ctx.task_id and gate.context.get("cancelled") != "true":
-                # opened before an interrupt or a crash: same gate, same deadline, and any
-                # decision made meanwhile counts
-                approval_id = gate.approval_id
-                break
-        else:
-            approval_id = await approvals.request_approval(
-                self.instance.workflow_id, ctx.task_id, spec.approvers, spec.timeout_seconds,
-                instance_id=self.instance_id, min_approvals=spec.min_approvals,
-                allow_self_approval=spec.allow_self_approval,
-                requested_by=self.instance.created_by)
-        request = await approvals.get_approval(approval_id)
-        required = self.event(
-            ApprovalRequired, task_id=ctx.task_id, approvers=spec.approvers,
-            approval_id=approval_id, expires_at=request.expires_at,
-            min_approvals=spec.min_approvals)
-        await self.journal.durable(self.record(events=(required,)))
-        if self._tg is not None and self.instance.definition.config.notification_config:
-            self._tg.start_soon(self._notify_in_background, "approval_required", required)
-        self.gates += 1
-        self._update_activity()
-        seen = 0
-        decided = False
-        try:
-            while True:
-                request = await approvals.get_approval(approval_id)
-                for vote in request.votes[seen:]:
-                    cls = ApprovalGranted if vote.approved else ApprovalRejected
-                    extra = ({"comment": vote.comment} if vote.approved
-                             else {"reason": vote.comment or ""})
-                    self.record(events=(self.event(cls, task_id=ctx.task_id,
-                                                   approver=vote.approver,
-                                                   approval_id=approval_id, **extra),))
-                seen = len(request.votes)
-                status = await approvals.check_approval_status(approval_id)
-                if status.state != "Pending":
-                    break
-                remaining = (request.expires_at - clock.now()).total_seconds()
-                await self._wait_votes(approvals, approval_id, seen, remaining)
-            decided = True
-        finally:
-            self.gates -= 1
-            if self.interrupted is None or decided:  # interrupted and undecided: stays open
-                with anyio.CancelScope(shield=True):
-                    await approvals.cancel_approval(approval_id)  # closed, decision kept
-            self._update_activity()
-        votes = request.votes
-        if status.state == "Approved":
-            return {"approved": True, "approval_id": approval_id,
-                    "approvers": [v.approver for v in votes if v.approved],
-                    "comments": [v.comment for v in votes if v.approved and v.comment]}
-        if status.state == "Rejected":
-            raise TaskExecutionFailed(
-                task_id=ctx.task_id, retryable=False, kind="rejected",
-                reason=f"rejected by {status.approver}: {status.reason or 'no reason given'}",
-                output=TaskOutput(data={"approved": False, "approval_id": approval_id}))
-        self.record(events=(self.event(ApprovalExpired, task_id=ctx.task_id,
-                                       approval_id=approval_id),))
-        message = (f"approval {approval_id} for {ctx.task_id!r} reached its deadline "
-                   f"{request.expires_at.isoformat()} without a decision")
-        if spec.on_timeout == "reject":
-            raise TaskExecutionFailed(task_id=ctx.task_id, retryable=False, kind="expired",
-                                      reason=message)
-        raise ApprovalTimeout(message, approval_id=approval_id)
+        """Open a gate and wait for a decision or its deadline."""
+        return await _run_flow.wait_for_approval(self, ctx, spec)
 
-    async def _wait_votes(self, approvals: Any, approval_id: str, seen: int,
-                          seconds: float) -> None:
-        """Until a new vote arrives or ``seconds`` pass on the clock."""
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
+    async def rollback(self) -> bool:
+        """Undo completed tasks, newest first; True when all were undone."""
+        return await _run_flow.rollback(self)
 
-                async def deadline() -> None:
-                    await self.engine.clock.sleep(max(0.0, seconds))
-                    scope.cancel()
-
-                tg.start_soon(deadline)
-                await approvals.wait_for_change(approval_id, seen)
-                tg.cancel_scope.cancel()
+    async def notify(self, kind: str, event: WorkflowEvent | None = None) -> None:
+        """Send the workflow's notifications of ``kind``."""
+        await _run_flow.notify(self, kind, event)
 
     # ------------------------------------------------------------------ the end
 
@@ -1151,103 +876,6 @@ class Run:
                  S.ROLLED_BACK: "rolled_back"}
         if self.state in kinds:
             await self.notify(kinds[self.state])
-
-    async def _notify_in_background(self, kind: str, event: WorkflowEvent) -> None:
-        self._notifying += 1
-        try:
-            await self.notify(kind, event)
-        finally:
-            self._notifying -= 1
-            self._notified.set()
-            self._notified = anyio.Event()
-
-    async def notify(self, kind: str, event: WorkflowEvent | None = None) -> None:
-        """Send the workflow's notifications of ``kind`` (email, webhook, the host's own),
-        recording each result as an event; a failed notification never fails the run."""
-        config = self.instance.definition.config.notification_config
-        if config is None:
-            return
-        from ._approval.notify import deliver, notifications_for
-
-        instance = await self.engine._load(self.instance_id)
-        notification = notifications_for(instance, config, kind=kind, event=event)  # type: ignore[arg-type]
-        if notification is None:
-            return
-
-        def result(channel: str, target: str, error: str | None) -> None:
-            if error is None:
-                self.record(events=(self.event(NotificationSent, channel=channel,
-                                               target=target),))
-            else:
-                self.record(events=(self.event(NotificationFailed, channel=channel,
-                                               target=target, error=error),))
-
-        if kind != "approval_required" and notification.recipients and \
-                self.engine.smtp is None:
-            result("email", ", ".join(notification.recipients),
-                   "no SMTP server configured (set DAGFLOW_SMTP_HOST, or Engine(smtp=...))")
-        with self.engine.clock.busy():  # real work: a fake clock must not jump meanwhile
-            await deliver(self.engine.notifiers, notification, on_result=result,
-                          timeout_seconds=60)
-        await self._flushed()
-
-    async def rollback(self) -> bool:
-        """Undo completed tasks in reverse completion order; True when all were undone."""
-        steps = [i for i in reversed(self.completion_order) if self._undo_spec(i) is not None]
-        ids = tuple(self.tasks[i].id for i in steps)
-        self.record(events=(self.event(RollbackStarted, tasks=ids),))
-        for i in steps:
-            task = self.tasks[i]
-            try:
-                await self._undo(i)
-            except Exception as exc:
-                error = self.redactor.text(
-                    exc.reason if isinstance(exc, TaskExecutionFailed) else f"{exc}")
-                message = f"rollback of {task.id!r} failed: {error}"
-                self.record(events=(self.event(RollbackTaskFailed, task_id=task.id,
-                                               error=error),
-                                    self.event(RollbackFailed, error=message)),
-                            fields={"error": message})
-                await self.journal.drain()
-                return False
-            self.record(events=(self.event(RollbackTaskCompleted, task_id=task.id),))
-        self.transition(S.ROLLED_BACK, "rolled back", (self.event(RollbackCompleted),))
-        await self.journal.drain()
-        return True
-
-    def _undo_spec(self, i: int) -> Any:
-        task = self.tasks[i]
-        if task.rollback is not None:
-            return task.rollback
-        if isinstance(task.type, Deploy | Scale) and self.outputs[i] is not None:
-            return task.type
-        return None
-
-    async def _undo(self, i: int) -> None:
-        task = self.tasks[i]
-        unit = _Unit(f"{task.id}:rollback", task.id, task)
-        if task.rollback is not None:
-            undo_task = attrs.evolve(task, type=task.rollback, rollback=None, timeout=None)
-            unit.task = undo_task
-            ctx = self.context(unit, 1, i)
-            await self.engine.executor.execute_task(undo_task, ctx)
-            return
-        from ._execute.cluster import undo_deploy, undo_scale
-
-        ctx = self.context(unit, 1, i)
-        data = self.outputs[i].data if self.outputs[i] is not None else None  # type: ignore[union-attr]
-        with self.engine.clock.busy():
-            if isinstance(task.type, Deploy):
-                await undo_deploy(ctx, data or {})
-            else:
-                await undo_scale(ctx, data or {})
-
-
-def _iteration_data(output: TaskOutput | None) -> Any:
-    if output is None:
-        return None
-    return {"stdout": output.stdout, "stderr": output.stderr, "exit_code": output.exit_code,
-            "data": output.data}
 
 
 def _redact_output(output: TaskOutput, redactor: Redactor) -> TaskOutput:
