@@ -475,8 +475,15 @@ class Engine(Durability):
 
     async def _drive_started(self, run: Run, first_start: bool, *,
                              task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        # registered before the caller goes on, so that its wait() waits for this run
+        self._done.setdefault(run.instance_id, anyio.Event())
         task_status.started()
-        await self._drive(run, first_start=first_start)
+        try:
+            await self._drive(run, first_start=first_start)
+        finally:
+            done = self._done.pop(run.instance_id, None)
+            if done is not None:  # the run never got going (its lease was taken)
+                done.set()
 
     async def _running_elsewhere(self, instance_id: str) -> bool:
         """Whether another process holds a live lease on the instance."""

@@ -15,7 +15,14 @@ from typing import Any, NoReturn
 
 import click
 
-from .._errors import ParseError, Problem, ValidationError, WorkflowError
+from .._errors import (
+    InvalidStateTransition,
+    ParseError,
+    Problem,
+    ValidationError,
+    WorkflowError,
+    WorkflowNotFound,
+)
 
 __all__ = ["main"]
 
@@ -28,6 +35,8 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ParseError, EXIT_BAD_INPUT),
     (ValidationError, EXIT_BAD_INPUT),
+    (WorkflowNotFound, EXIT_BAD_INPUT),  # an id that names nothing
+    (InvalidStateTransition, EXIT_BAD_INPUT),  # asking an instance for what its state forbids
     (WorkflowError, EXIT_FAILED),
 )
 
@@ -105,11 +114,18 @@ def _plugin_warnings(wf: Any, filename: str) -> list[Problem]:
 # --------------------------------------------------------------------------- the group
 
 
+#: the order of ``dagflow --help``: the contract's, from writing a file to archiving
+ORDER = ("validate", "plan", "run", "status", "list", "events", "approvals", "approve",
+         "reject", "resume", "pause", "cancel", "rollback", "retry", "recover", "archive",
+         "checkpoints", "restore", "graph", "schema")
+
+
 class _Group(click.Group):
-    """Keeps commands in the order they are defined (the order of the docs)."""
+    """Lists commands in the contract's order (others after them)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)
+        rank = {name: i for i, name in enumerate(ORDER)}
+        return sorted(self.commands, key=lambda name: (rank.get(name, len(ORDER)), name))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -375,3 +391,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(EXIT_OK)
 
 
+from ._control import register as _register_control_commands  # noqa: E402
+from ._inspect import register as _register_inspect_commands  # noqa: E402
+
+_register_inspect_commands(cli)  # status, list, events, checkpoints (they need cli above)
+_register_control_commands(cli)  # resume, pause, cancel, rollback, retry, recover ...
+
+from ._approvals import register as _register_approval_commands  # noqa: E402
+
+_register_approval_commands(cli)  # approvals, approve, reject
