@@ -134,7 +134,7 @@ class Durability:
         if self._tg is None:
             raise RuntimeError("recover needs a running engine: 'async with Engine(...)'")
         resumed = []
-        for state in (S.RUNNING, S.WAITING_APPROVAL):
+        for state in (S.RUNNING, S.WAITING_APPROVAL, S.PENDING):
             for instance_id, parent_id in await self.store.instance_ids(
                     WorkflowFilters(state=state)):
                 if parent_id or instance_id in self._runs:
@@ -142,9 +142,13 @@ class Durability:
                 holder, until = await self.store.lease_of(instance_id)
                 if holder is not None and until > time.time():
                     continue  # alive elsewhere
+                if state == S.PENDING and holder is None:
+                    continue  # created but never started: not ours to start
                 try:
+                    # a Pending one was started, but its process died before the start
+                    # was recorded
                     run = await self._prepare(await self._load_trusted(instance_id))
-                    await self._tg.start(self._drive_started, run, False)
+                    await self._tg.start(self._drive_started, run, state == S.PENDING)
                 except WorkflowError as exc:
                     logger.error("instance %s not recovered: %s", instance_id, exc)
                     continue

@@ -436,6 +436,7 @@ class Engine(Durability):
         if instance.state != S.PENDING:
             raise InvalidStateTransition(from_state=str(instance.state),
                                          to_state=str(S.RUNNING), instance_id=instance_id)
+        await self._claim(instance_id)  # refused here, not later inside the task group
         run = await self._prepare(instance)
         await self._tg.start(self._drive_started, run, True)
 

@@ -353,6 +353,11 @@ class WorkflowStorage(Protocol):
         fail if someone else takes the lease (fencing)."""
         ...
 
+    async def renew_lease(self, instance_id: str, owner: str, seconds: float) -> bool:
+        """Extend the lease ``owner`` took through this store; False once another owner
+        has taken it since, even if it was released again (the run must then stop)."""
+        ...
+
     async def release_lease(self, instance_id: str, owner: str) -> None:
         """Give the lease up (only if ``owner`` holds it)."""
         ...

@@ -306,8 +306,8 @@ class Run:
             await anyio.sleep(seconds / 3)  # real time: leases expire in real time
             try:
                 with engine.clock.busy():
-                    kept = await engine.store.acquire_lease(self.instance_id, engine.owner,
-                                                            seconds)
+                    kept = await engine.store.renew_lease(self.instance_id, engine.owner,
+                                                          seconds)
             except Exception as exc:
                 logger.warning("instance %s: cannot renew the lease: %s", self.instance_id,
                                exc)

@@ -400,3 +400,7 @@ _register_control_commands(cli)  # resume, pause, cancel, rollback, retry, recov
 from ._approvals import register as _register_approval_commands  # noqa: E402
 
 _register_approval_commands(cli)  # approvals, approve, reject
+
+from ._graph import register as _register_graph_commands  # noqa: E402
+
+_register_graph_commands(cli)  # graph

@@ -810,6 +810,21 @@ class SqlStorage:
         self._tokens[instance_id] = token
         return True
 
+    async def renew_lease(self, instance_id: str, owner: str, seconds: float) -> bool:
+        """Extend the lease this store took for ``owner``; False once another process has
+        taken it since (even if it released it again): the run must stop."""
+        held = self._tokens.get(instance_id)
+        if held is None:
+            return False
+
+        def work(cur: Any) -> bool:
+            cur.execute(self._q("UPDATE dagflow_instances SET lease_expires = ? WHERE id = ?"
+                                " AND lease_owner = ? AND lease_token = ?"),
+                        (time.time() + seconds, instance_id, owner, held))
+            return bool(cur.rowcount == 1)
+
+        return bool(await self._run(work))
+
     async def release_lease(self, instance_id: str, owner: str) -> None:
         """Give up the lease (only if ``owner`` holds it)."""
         def work(cur: Any) -> None:

@@ -54,6 +54,8 @@ class MemoryStorage:
     _records: dict[str, _Record] = attrs.Factory(dict)
     _checkpoints: dict[str, Checkpoint] = attrs.Factory(dict)
     _leases: dict[str, tuple[str, float]] = attrs.Factory(dict)
+    _tokens: dict[str, int] = attrs.Factory(dict)  # instance -> lease generation
+    _held: dict[tuple[str, str], int] = attrs.Factory(dict)  # (instance, owner) -> token
     _controls: dict[str, list[tuple[str, str]]] = attrs.Factory(dict)
     _approvals: dict[str, tuple[ApprovalRequest, str]] = attrs.Factory(dict)
     keep_checkpoints: int = 10
@@ -117,6 +119,9 @@ class MemoryStorage:
         """Forget an instance and everything about it (no error if there is none)."""
         self._records.pop(instance_id, None)
         self._leases.pop(instance_id, None)
+        self._tokens.pop(instance_id, None)
+        for key in [k for k in self._held if k[0] == instance_id]:
+            del self._held[key]
         self._controls.pop(instance_id, None)
         for approval_id, (request, _) in list(self._approvals.items()):
             if request.instance_id == instance_id:
@@ -184,13 +189,26 @@ class MemoryStorage:
         self._checkpoints.pop(checkpoint_id, None)
 
     async def acquire_lease(self, instance_id: str, owner: str, seconds: float) -> bool:
-        """Take or renew the right to drive an instance (False if someone else has it)."""
+        """Take or renew the right to drive an instance (False if someone else has it, or
+        took it since ``owner`` last held it)."""
         self._get(instance_id)
         now = time.time()
         holder = self._leases.get(instance_id)
         if holder is not None and holder[0] != owner and holder[1] > now:
             return False
+        if holder is None or holder[0] != owner:  # a new holder: a new generation
+            self._tokens[instance_id] = self._tokens.get(instance_id, 0) + 1
+        self._held[(instance_id, owner)] = self._tokens[instance_id]
         self._leases[instance_id] = (owner, now + seconds)
+        return True
+
+    async def renew_lease(self, instance_id: str, owner: str, seconds: float) -> bool:
+        """Extend ``owner``'s lease; False once another owner has taken it since."""
+        holder = self._leases.get(instance_id)
+        held = self._held.get((instance_id, owner))
+        if holder is None or holder[0] != owner or held != self._tokens.get(instance_id):
+            return False
+        self._leases[instance_id] = (owner, time.time() + seconds)
         return True
 
     async def release_lease(self, instance_id: str, owner: str) -> None:
@@ -198,6 +216,7 @@ class MemoryStorage:
         holder = self._leases.get(instance_id)
         if holder is not None and holder[0] == owner:
             del self._leases[instance_id]
+        self._held.pop((instance_id, owner), None)
 
     async def save_approval(self, request: ApprovalRequest, state: str = "Pending") -> None:
         """Store a new approval gate."""

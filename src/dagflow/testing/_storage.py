@@ -782,11 +782,16 @@ async def _check_leases(run: _Run) -> None:
     await anyio.sleep(0.3)
     assert await store.acquire_lease(iid, "B", 30.0), "B could not take an expired lease"
     assert (await store.lease_of(iid))[0] == "B", "lease_of does not name the new holder"
+    assert not await store.renew_lease(iid, "A", 30.0), \
+        "A renewed a lease B has taken over"
+    assert await store.renew_lease(iid, "B", 30.0), "B could not renew the lease it holds"
     assert not await store.acquire_lease(iid, "A", 30.0), \
         "A took the lease back while B's is unexpired"
     await store.release_lease(iid, "B")
     owner, _ = await store.lease_of(iid)
     assert owner is None, f"lease_of names {owner!r} after the lease was released"
+    assert not await store.renew_lease(iid, "A", 30.0), \
+        "A renewed a lease it lost, after its new holder released it"
     assert await store.acquire_lease(iid, "A", 30.0), "acquire_lease after release failed"
 
 
