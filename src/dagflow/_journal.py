@@ -23,11 +23,18 @@ __all__ = ["Journal"]
 
 logger = logging.getLogger("dagflow")
 
+#: most changes in one transaction: a burst (5,000 tasks starting after a recovery) is
+#: committed in pieces, and the first tasks go on while later pieces are written
+MAX_BATCH = 500
+
+
 @attrs.define(eq=False, repr=False)
 class Journal:
-    """Group commit: changes queue up and one store commit takes them all, in order."""
+    """Group commit: changes queue up and are committed in order, up to MAX_BATCH per
+    transaction. Each piece has its own event, set only once that piece is durable."""
 
     run: Any  # the Run it belongs to
+    full: list[tuple[list[InstanceChanges], anyio.Event]] = attrs.Factory(list)
     pending: list[InstanceChanges] = attrs.Factory(list)
     batch_done: anyio.Event = attrs.Factory(anyio.Event)
     wake: anyio.Event = attrs.Factory(anyio.Event)
@@ -35,9 +42,23 @@ class Journal:
 
     def add(self, changes: InstanceChanges) -> anyio.Event:
         """Queue ``changes``; the returned event is set once they are durable."""
+        done = self.batch_done
         self.pending.append(changes)
+        if len(self.pending) >= MAX_BATCH:
+            self.full.append((self.pending, done))
+            self.pending, self.batch_done = [], anyio.Event()
         self.wake.set()
-        return self.batch_done
+        return done
+
+    def _take(self) -> tuple[list[InstanceChanges], anyio.Event] | None:
+        """The oldest piece to commit, or None when nothing is queued."""
+        if self.full:
+            return self.full.pop(0)
+        if self.pending:
+            piece = (self.pending, self.batch_done)
+            self.pending, self.batch_done = [], anyio.Event()
+            return piece
+        return None
 
     async def durable(self, done: anyio.Event) -> None:
         """Wait for a batch; raise if the store could not take it."""
@@ -46,14 +67,13 @@ class Journal:
             raise StorageError(f"could not save the workflow's state: {self.error}")
 
     async def flusher(self) -> None:
-        """Commit whatever is queued, batch after batch, until cancelled."""
+        """Commit whatever is queued, piece after piece, until cancelled."""
         store, run = self.run.engine.store, self.run
         while True:
             await self.wake.wait()
             self.wake = anyio.Event()
-            while self.pending:
-                batch, self.pending = self.pending, []
-                done, self.batch_done = self.batch_done, anyio.Event()
+            while (piece := self._take()) is not None:
+                batch, done = piece
                 merged = _merge(batch)
                 try:
                     # shielded: a batch is either committed and acknowledged, or failed
@@ -65,6 +85,9 @@ class Journal:
                     self.error = exc
                     logger.error("instance %s: store commit failed: %s", run.instance_id, exc)
                     done.set()
+                    for _, later in self.full:  # nothing after a failed write is written
+                        later.set()
+                    self.batch_done.set()
                     run.storage_failed(exc)
                     return
                 done.set()
@@ -72,9 +95,8 @@ class Journal:
 
     async def drain(self) -> None:
         """Commit everything queued so far (the flusher may be gone)."""
-        while self.pending and self.error is None:
-            batch, self.pending = self.pending, []
-            done, self.batch_done = self.batch_done, anyio.Event()
+        while self.error is None and (piece := self._take()) is not None:
+            batch, done = piece
             with self.run.engine.clock.busy():
                 await _commit_with_retries(self.run.engine.store, self.run.instance_id,
                                            _merge(batch))
