@@ -92,6 +92,8 @@ def graph(file: str | None, fmt: str, output: str | None, instance_id: str | Non
       dagflow graph deploy.yaml --format html -o deploy.html
       dagflow graph --instance 6f1c... --format html -o run.html
       dagflow graph deploy.yaml --instance 6f1c... --store sqlite:///runs.db
+
+    Exit codes: 0 drawn · 2 bad input (invalid FILE, unknown instance, unwritable -o).
     """
     from .._graph import render
     from . import _fail, _load, _print_problems
@@ -116,9 +118,13 @@ def graph(file: str | None, fmt: str, output: str | None, instance_id: str | Non
                 fh.write(text)
         except OSError as exc:
             _fail(f"cannot write {output}: {exc.strerror or exc}")
-        click.echo(f"wrote {output}", err=True)
-    else:
+        return
+    try:
         click.echo(text, nl=False)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `dagflow graph ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 def register(group: click.Group) -> None:
