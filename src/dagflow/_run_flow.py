@@ -196,6 +196,7 @@ async def wait_for_approval(run: Run, ctx: TaskContext, spec: Approval) -> dict[
     seen = 0
     decided = False
     try:
+        status = None
         while True:
             request = await approvals.get_approval(approval_id)
             for vote in request.votes[seen:]:
@@ -206,11 +207,15 @@ async def wait_for_approval(run: Run, ctx: TaskContext, spec: Approval) -> dict[
                                                approver=vote.approver,
                                                approval_id=approval_id, **extra),))
             seen = len(request.votes)
-            status = await approvals.check_approval_status(approval_id)
-            if status.state != "Pending":
+            if status is not None:  # decided: the votes read after the decision are all
                 break
-            remaining = (request.expires_at - clock.now()).total_seconds()
-            await _wait_votes(run, approvals, approval_id, seen, remaining)
+            status = await approvals.check_approval_status(approval_id)
+            if status.state == "Pending":
+                status = None
+                remaining = (request.expires_at - clock.now()).total_seconds()
+                await _wait_votes(run, approvals, approval_id, seen, remaining)
+            # decided: go round once more, as the vote that decided it may have come in
+            # between the two reads (votes are only ever appended)
         decided = True
     finally:
         run.gates -= 1
