@@ -129,3 +129,16 @@ def test_every_problem_has_a_line(path: Path) -> None:
         return
     missing = [p for p in exc.problems if p.line is None]  # type: ignore[attr-defined]
     assert not missing, f"{path.name}: problems without a line\n{describe(exc)}"
+
+
+def test_a_misspelt_key_does_not_hide_the_other_problems() -> None:
+    """An unknown key and a dependency on an unknown task are reported together, each at
+    its line, so one round of fixes is enough."""
+    path = CORPUS / "71-unknown-key-and-unknown-dependency.yaml"
+    with pytest.raises(dagflow.ParseError) as info:
+        dagflow.load(path)
+    found = [(p.line, p.col, p.message) for p in info.value.problems]
+    assert found == [
+        (6, 5, "unknown key 'dependson' (did you mean 'depends_on'?)"),
+        (10, 18, "task 'deploy' depends on unknown task 'aprove' (did you mean 'approve'?)"),
+    ]

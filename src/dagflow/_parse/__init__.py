@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -148,12 +149,32 @@ class DefaultWorkflowParser:
             spot = positions.locate(path, key=kind == "unknown") if positions else None
             line, col = spot or (None, None)
             problems.append(Problem(message, filename, line, col, path))
+        if all(kind == "unknown" for _, kind, _ in found):
+            # only misspelt keys: without them the file has a shape, so check the rest too
+            # and report every problem at once (an unknown key and a misspelt dependency)
+            problems.extend(self._check_without(raw, [p for p, _, _ in found],
+                                                positions, filename))
         problems.sort(key=_order)
         # wrong shapes and types are parse errors; right types with wrong values (an
         # unknown task type, a bad duration) are validation errors
         if all(kind == "value" for _, kind, _ in found):
             raise ValidationError(problems)
         raise ParseError(problems)
+
+    def _check_without(self, raw: dict[str, Any], unknown: list[tuple[Any, ...]],
+                       positions: Positions | None, filename: str | None) -> list[Problem]:
+        """The validation errors of ``raw`` with its ``unknown`` keys taken out."""
+        salvaged = copy.deepcopy(raw)
+        try:
+            for path in unknown:
+                node: Any = salvaged
+                for part in path[:-1]:
+                    node = node[part]
+                del node[path[-1]]
+            wf = make_converter(self.task_types).structure(salvaged, WorkflowDefinition)
+        except (BaseValidationError, TypeError, ValueError, KeyError, RecursionError):
+            return []
+        return _place(check(wf, plugins=self.plugins).errors, positions, filename)
 
 
 def _check_depth(raw: dict[str, Any], limits: ParseLimits, text: str,
