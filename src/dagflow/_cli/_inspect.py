@@ -22,6 +22,7 @@ from ._instances import (
     _held_elsewhere,
     _json_list,
     _parse_state,
+    _progress,
     _short,
     _Store,
     _table,
@@ -259,7 +260,15 @@ def events(instance_id: str, follow: bool, after: int, store: str | None,
         if not follow:
             await tail.drain()
             return EXIT_OK
+        live = None
+        if not as_json and sys.stdout.isatty():
+            # on a terminal: the history as lines, then a live table of what follows
+            await tail.drain()
+            live = _progress(sys.stdout, await engine.get_status(instance_id), where.flag)
+            tail.emit = live
         final = await tail.until_idle()
+        if live is not None:
+            live.close(final)
         if final.state not in TERMINAL_STATES:
             click.echo(f"instance {instance_id} is {final.state} and no process is running "
                        f"it: continue it with  dagflow resume {instance_id}{where.flag}",
