@@ -240,6 +240,43 @@ def test_approved_from_another_process(tmp_path: Path) -> None:
         "bob@example.com"]
 
 
+
+def test_rejected_from_another_process(tmp_path: Path) -> None:
+    """`dagflow reject` needs a reason, then fails the gate: the run exits 1 naming who
+    rejected and why, the task after the gate never runs, and the gate takes no more votes."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(textwrap.dedent("""
+        id: release
+        tasks:
+          - id: approve
+            type: {type: Approval, approvers: [alice@example.com, bob@example.com],
+                   timeout_seconds: 600}
+          - id: ship
+            type: {type: Command, command: echo, args: [shipped]}
+            depends_on: [approve]
+    """))
+    env = {**os.environ, "USER": "ci"}
+    with subprocess.Popen([*DAGFLOW, "run", str(wf), "--store", url, "--json"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        [request] = pending(url, env)
+        aid = request["approval_id"]
+        no_reason = cli("reject", aid, "--as", "alice@example.com", "--store", url, env=env)
+        assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+        rejected = cli("reject", aid, "--as", "alice@example.com", "--reason",
+                       "change freeze", "--store", url, env=env)
+        assert rejected.returncode == 0, rejected.stderr
+        assert "rejected" in rejected.stdout
+        out, err = run.communicate(timeout=30)
+    assert run.returncode == 1, err
+    instance = json.loads(out)
+    assert instance["state"] == "Failed"
+    assert "rejected by alice@example.com: change freeze" in (
+        instance["task_states"]["approve"]["error"])
+    assert instance["task_states"]["ship"]["state"] == "Cancelled"  # never started
+    late = cli("approve", aid, "--as", "bob@example.com", "--store", url, env=env)
+    assert late.returncode == 2 and "Traceback" not in late.stderr
+
 CHILD = textwrap.dedent("""
     import sys, anyio, dagflow
     url, path, mode = sys.argv[1:4]
