@@ -74,6 +74,32 @@ async def open_gate(engine: dagflow.Engine) -> str:
 
 
 @pytest.mark.anyio
+async def test_the_task_at_an_open_gate_is_waiting_approval(store_url: str,
+                                                             make_workflow: Any) -> None:
+    """While the gate is open its task is WaitingApproval, for this process and for another
+    one reading the store; once granted it is Completed."""
+    wf = make_workflow(gate(), timeout_seconds=172_800)
+    seen: dict[str, Any] = {}
+
+    async def decide(engine: dagflow.Engine) -> None:
+        aid = await open_gate(engine)
+        request = await engine.approvals.get_approval(aid)
+        seen["here"] = (await engine.get_status(request.instance_id)).task_states["approve"]
+        async with dagflow.Engine(store=store_url) as other:
+            seen["there"] = (await other.get_status(request.instance_id)
+                             ).task_states["approve"]
+        await engine.approvals.grant_approval(aid, "alice@example.com")
+
+    # the real clock: a fake one would jump to the deadline while the other engine connects
+    async with dagflow.Engine(store=store_url) as engine:
+        inst = await run_deciding(engine, wf, decide)
+    for where in ("here", "there"):
+        assert seen[where].state == TaskStatus.WAITING_APPROVAL, where
+        assert seen[where].attempts == 1 and seen[where].started_at is not None
+    assert inst.task_states["approve"].state == TaskStatus.COMPLETED
+
+
+@pytest.mark.anyio
 async def test_reject_fails_the_workflow(store_url: str, make_workflow: Any) -> None:
     """A rejection fails the gate, naming who and why, and is stored with the gate."""
     wf = make_workflow(gate(), {"id": "deploy", "depends_on": ["approve"]},

@@ -148,6 +148,10 @@ class Run:
     _to_decide: list[int] = attrs.Factory(list)
     running: dict[int, anyio.CancelScope] = attrs.Factory(dict)
     gates: int = 0
+    # Approval tasks by (task id, loop index) between their context and their gate, and
+    # the keys of those waiting at an open gate (task state WaitingApproval)
+    gate_units: dict[tuple[str, int | None], Unit] = attrs.Factory(dict)
+    at_gate: set[str] = attrs.Factory(set)
     unresolved: int = 0
     completion_order: list[int] = attrs.Factory(list)
     stopping: str | None = None  # "failed" | "rollback" | "cancelled"
@@ -358,6 +362,8 @@ class Run:
         for i, status in enumerate(self.status):
             if status == T.PENDING and not self.attempts[i]:
                 continue
+            if status == T.RUNNING and tasks[i].id in self.at_gate:
+                status = T.WAITING_APPROVAL
             states[tasks[i].id] = TaskState(tasks[i].id, status, self.started_at[i], None,
                                             self.attempts[i], self.outputs[i], self.errors[i])
         context = self.instance.execution_context
@@ -738,6 +744,8 @@ class Run:
         spec = task.type
         if spec_has_refs(spec):
             spec = interpolate_spec(spec, self._resolver(index, unit))
+        if isinstance(task.type, Approval):
+            self.gate_units[(unit.task_id, unit.loop_index)] = unit
         on_line = None
         if task.config.stream_output:
             on_line = self._line_sink(unit.key)

@@ -163,6 +163,7 @@ async def run_subworkflow(run: Run, ctx: TaskContext, spec: Subworkflow) -> dict
 async def wait_for_approval(run: Run, ctx: TaskContext, spec: Approval) -> dict[str, Any]:
     """Open a gate, announce it, and wait for enough grants, a veto or the deadline."""
     engine, clock = run.engine, run.engine.clock
+    unit = run.gate_units.pop((ctx.task_id, ctx.loop_index), None)
     if spec.auto_approve or engine.settings.auto_approve:
         run.record(events=(
             run.event(ApprovalRequired, task_id=ctx.task_id, approvers=spec.approvers,
@@ -171,19 +172,17 @@ async def wait_for_approval(run: Run, ctx: TaskContext, spec: Approval) -> dict[
                        comment="auto_approve")))
         return {"approved": True, "approvers": ["system"], "comments": ["auto_approve"]}
     approvals = engine.approvals
-    for gate in reversed(await approvals.list_instance_approvals(run.instance_id)):
-        if gate.task_id == ctx.task_id and gate.context.get("cancelled") != "true":
-            # opened before an interrupt or a crash: same gate, same deadline, and any
-            # decision made meanwhile counts
-            approval_id = gate.approval_id
-            break
-    else:
-        approval_id = await approvals.request_approval(
-            run.instance.workflow_id, ctx.task_id, spec.approvers, spec.timeout_seconds,
-            instance_id=run.instance_id, min_approvals=spec.min_approvals,
-            allow_self_approval=spec.allow_self_approval,
-            requested_by=run.instance.created_by)
-    request = await approvals.get_approval(approval_id)
+    if unit is not None:  # the task's state while the gate is open, before anyone sees it
+        await run.journal.durable(run.record(state=TaskState(
+            unit.key, TaskStatus.WAITING_APPROVAL, unit.started_at, None, ctx.attempt)))
+        run.at_gate.add(unit.key)
+    try:
+        approval_id = await _open_gate(run, ctx, spec)
+        request = await approvals.get_approval(approval_id)
+    except BaseException:
+        if unit is not None:
+            run.at_gate.discard(unit.key)
+        raise
     required = run.event(
         ApprovalRequired, task_id=ctx.task_id, approvers=spec.approvers,
         approval_id=approval_id, expires_at=request.expires_at,
@@ -219,6 +218,8 @@ async def wait_for_approval(run: Run, ctx: TaskContext, spec: Approval) -> dict[
         decided = True
     finally:
         run.gates -= 1
+        if unit is not None:
+            run.at_gate.discard(unit.key)
         if run.interrupted is None or decided:  # interrupted and undecided: stays open
             with anyio.CancelScope(shield=True):
                 await approvals.cancel_approval(approval_id)  # closed, decision kept
@@ -241,6 +242,19 @@ async def wait_for_approval(run: Run, ctx: TaskContext, spec: Approval) -> dict[
         raise TaskExecutionFailed(task_id=ctx.task_id, retryable=False, kind="expired",
                                   reason=message)
     raise ApprovalTimeout(message, approval_id=approval_id)
+
+async def _open_gate(run: Run, ctx: TaskContext, spec: Approval) -> str:
+    """The id of the task's gate: the one it opened before an interrupt or a crash (same
+    deadline, and a decision made meanwhile counts), else a new one."""
+    approvals = run.engine.approvals
+    for gate in reversed(await approvals.list_instance_approvals(run.instance_id)):
+        if gate.task_id == ctx.task_id and gate.context.get("cancelled") != "true":
+            return gate.approval_id
+    return await approvals.request_approval(
+        run.instance.workflow_id, ctx.task_id, spec.approvers, spec.timeout_seconds,
+        instance_id=run.instance_id, min_approvals=spec.min_approvals,
+        allow_self_approval=spec.allow_self_approval, requested_by=run.instance.created_by)
+
 
 async def _wait_votes(run: Run, approvals: Any, approval_id: str, seen: int,
                       seconds: float) -> None:

@@ -94,7 +94,7 @@ def _status_lines(instance: WorkflowInstance, holder: str | None, flag: str) -> 
         if state is None:
             rows.append([indent + task_id, str(TaskStatus.PENDING), "", "", ""])
             continue
-        running = state.state == TaskStatus.RUNNING
+        running = state.state in (TaskStatus.RUNNING, TaskStatus.WAITING_APPROVAL)
         took = _took(state.started_at, None) if running else (
             _took(state.started_at, state.completed_at) if state.completed_at else "")
         rows.append([indent + task_id, str(state.state), str(state.attempts), took,

@@ -294,6 +294,8 @@ def _progress(out: IO[str], instance: WorkflowInstance, store_flag: str) -> Any:
         if task_id in live.status:
             live.status[task_id] = state.state
             live.attempt[task_id] = state.attempts
+            if state.started_at is not None:
+                live.started[task_id] = state.started_at
     return live
 
 

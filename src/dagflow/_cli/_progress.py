@@ -170,6 +170,8 @@ class LiveProgress:
             self.status[event.task_id] = TaskStatus.RUNNING
             self.attempt[event.task_id] = event.attempt
             self.started.setdefault(event.task_id, event.timestamp)
+        elif isinstance(event, ApprovalRequired) and task_id in self.status:
+            self.status[event.task_id] = TaskStatus.WAITING_APPROVAL
         elif isinstance(event, TaskCompleted | TaskFailed | TaskSkipped | TaskCancelled):
             state = {TaskCompleted: TaskStatus.COMPLETED, TaskFailed: TaskStatus.FAILED,
                      TaskSkipped: TaskStatus.SKIPPED,
@@ -203,15 +205,18 @@ class LiveProgress:
         table.add_column("state")
         table.add_column("attempt", justify="right")
         table.add_column("time", justify="right")
-        styles = {TaskStatus.RUNNING: "cyan", TaskStatus.COMPLETED: "green",
+        styles = {TaskStatus.RUNNING: "cyan", TaskStatus.WAITING_APPROVAL: "magenta",
+                  TaskStatus.COMPLETED: "green",
                   TaskStatus.FAILED: "red", TaskStatus.SKIPPED: "dim",
                   TaskStatus.CANCELLED: "yellow"}
-        running = [t for t, s in self.status.items() if s == TaskStatus.RUNNING]
+        busy = (TaskStatus.RUNNING, TaskStatus.WAITING_APPROVAL)
+        running = [t for t, s in self.status.items() if s in busy]
         shown = [*running[:20], *[t for t in self.recent if t not in running]]
         for task_id in shown:
             state = self.status.get(task_id, TaskStatus.PENDING)
-            if state == TaskStatus.RUNNING and self.now is not None:
-                took = (self.now - self.started[task_id]).total_seconds()
+            began = self.started.get(task_id)
+            if state in busy and self.now is not None and began is not None:
+                took = (self.now - began).total_seconds()
             else:
                 took = self.took.get(task_id, 0.0)
             table.add_row(task_id, Text(state.value, style=styles.get(state, "")),
