@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 
 import dagflow
 from dagflow import WorkflowState
-from dagflow._approval.notify import SmtpSettings
+from dagflow import SmtpSettings
 from dagflow.testing import FakeClock, RecordingHandler, approve_when_pending, fail
 
 pytestmark = pytest.mark.anyio

@@ -14,6 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._approval import MemoryApprovalSystem as MemoryApprovalSystem
+    from ._approval.notify import EmailNotifier as EmailNotifier
+    from ._approval.notify import Notification as Notification
+    from ._approval.notify import NotificationError as NotificationError
+    from ._approval.notify import Notifier as Notifier
+    from ._approval.notify import SmtpSettings as SmtpSettings
+    from ._approval.notify import WebhookNotifier as WebhookNotifier
     from ._clock import SystemClock as SystemClock
     from ._context import Resources as Resources
     from ._context import TaskContext as TaskContext
@@ -152,6 +158,7 @@ __all__ = [
     "DependencyNotSatisfied",
     "Deploy",
     "EgressPolicy",
+    "EmailNotifier",
     "Engine",
     "EngineSettings",
     "EnvSecretProvider",
@@ -164,9 +171,12 @@ __all__ = [
     "Loop",
     "MemoryApprovalSystem",
     "MemoryStorage",
+    "Notification",
     "NotificationConfig",
+    "NotificationError",
     "NotificationFailed",
     "NotificationSent",
+    "Notifier",
     "ParseError",
     "ParseLimits",
     "Plugin",
@@ -181,6 +191,7 @@ __all__ = [
     "RollbackTaskFailed",
     "Scale",
     "SecretProvider",
+    "SmtpSettings",
     "StateMachine",
     "StateTransition",
     "StorageError",
@@ -205,6 +216,7 @@ __all__ = [
     "TaskType",
     "TimeoutAction",
     "ValidationError",
+    "WebhookNotifier",
     "WorkflowCancelled",
     "WorkflowCompleted",
     "WorkflowConfig",
@@ -304,6 +316,12 @@ _LAZY: dict[str, str] = {
     "DefaultTaskExecutor": "._execute",
     "MemoryStorage": "._storage",
     "MemoryApprovalSystem": "._approval",
+    "EmailNotifier": "._approval.notify",
+    "Notification": "._approval.notify",
+    "NotificationError": "._approval.notify",
+    "Notifier": "._approval.notify",
+    "SmtpSettings": "._approval.notify",
+    "WebhookNotifier": "._approval.notify",
     "InstanceChanges": "._models",
     "WorkflowEvent": "._events",
     "WorkflowStarted": "._events",
