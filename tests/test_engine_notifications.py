@@ -14,8 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 import dagflow
-from dagflow import WorkflowState
-from dagflow import SmtpSettings
+from dagflow import SmtpSettings, WorkflowState
 from dagflow.testing import FakeClock, RecordingHandler, approve_when_pending, fail
 
 pytestmark = pytest.mark.anyio
