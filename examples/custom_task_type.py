@@ -70,7 +70,7 @@ async def main() -> None:
         engine.register_task_type("Notify", Notify, notify)
         # the parser must know the type: pass the engine's task types (engine.load(path)
         # does this for a file)
-        workflow = dagflow.loads(WORKFLOW, task_types=engine.task_types)
+        workflow = engine.loads(WORKFLOW)
         instance = await engine.run(workflow, user_id="example")
 
     print(f"state: {instance.state.value}")

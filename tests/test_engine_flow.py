@@ -204,6 +204,47 @@ async def test_custom_task_type_parses_validates_and_runs() -> None:
                       "message: y}}\n", task_types=engine.task_types)
 
 
+@attrs.frozen
+class Page:
+    """A custom type with attrs validators of its own."""
+
+    channel: str = attrs.field(validator=attrs.validators.matches_re(r"#[a-z-]+"))
+
+
+async def test_custom_type_validators_check_the_file_and_the_replaced_values() -> None:
+    """The type's own attrs validators reject a literal value when the file is loaded, with
+    attrs' message only; a value holding a reference is checked once it is replaced, and a
+    refused one fails the task (not the process) with the same message."""
+    rec = RecordingHandler(default=lambda ctx: {"to": ctx.spec.channel})
+    engine = dagflow.Engine()
+    engine.register_task_type("Page", Page, rec)
+
+    def load(channel: str) -> dagflow.WorkflowDefinition:
+        return dagflow.loads(textwrap.dedent(f"""
+            id: paging
+            variables: {{good: "#ops", bad: ops}}
+            tasks:
+              - id: page
+                type: {{type: Page, channel: "{channel}"}}
+        """), task_types=engine.task_types)
+
+    with pytest.raises(dagflow.ValidationError) as info:
+        load("general")
+    [problem] = info.value.problems
+    assert problem.line == 6
+    assert problem.message == "'channel' must match regex '#[a-z-]+' ('general' doesn't)"
+    async with engine:
+        good = await engine.run(load("${good}"))
+        bad = await engine.run(load("${bad}"))
+    assert good.state == WorkflowState.COMPLETED
+    assert good.task_states["page"].output.data == {"to": "#ops"}
+    assert bad.state == WorkflowState.FAILED
+    assert bad.task_states["page"].error == (
+        "with its references replaced: 'channel' must match regex '#[a-z-]+' "
+        "('ops' doesn't)")
+    assert rec.task_ids() == ["page"]  # the refused one never reached the handler
+
+
 async def test_iteration_retries_use_the_template_policy(make_workflow: Any) -> None:
     """An iteration that fails once is retried under the template's retry policy."""
     rec = RecordingHandler(default=[fail("flaky"), None])

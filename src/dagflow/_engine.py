@@ -13,7 +13,7 @@ import uuid
 import weakref
 from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import attrs
@@ -280,6 +280,13 @@ class Engine(Durability):
         from ._parse import load
 
         return load(path, task_types=self.task_types)
+
+    def loads(self, text: str | bytes, *, format: Literal["yaml", "json"] = "yaml",
+              filename: str | None = None) -> WorkflowDefinition:
+        """Parse a workflow from text with this engine's custom task types."""
+        from ._parse import loads
+
+        return loads(text, format=format, filename=filename, task_types=self.task_types)
 
     # ------------------------------------------------------------------ creating
 

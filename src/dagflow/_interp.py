@@ -17,6 +17,7 @@ from ._expr import ExprError, Ref, parse_template
 from ._expr._refs import to_text
 from ._models import Loop, TaskDefinition, WorkflowDefinition
 from ._parse._validate import _plan
+from ._serde import exception_message
 
 __all__ = ["definition_refs", "interpolate_spec", "spec_has_refs", "walk_path"]
 
@@ -93,7 +94,8 @@ def interpolate_spec(spec: Any, resolve: Resolve) -> Any:
     """``spec`` with every reference in its template fields replaced.
 
     Raises:
-        ExprError: A reference cannot be resolved.
+        ExprError: A reference cannot be resolved, or the task type's own validators
+            refuse a value it stands for.
     """
     changes: dict[str, Any] = {}
     for name, kind in _template_kinds(spec.__class__):
@@ -108,7 +110,12 @@ def interpolate_spec(spec: Any, resolve: Resolve) -> Any:
             changes[name] = {k: _text(v, resolve) for k, v in value.items()}
         else:
             changes[name] = _data(value, resolve)
-    return attrs.evolve(spec, **changes) if changes else spec
+    if not changes:
+        return spec
+    try:
+        return attrs.evolve(spec, **changes)
+    except (ValueError, TypeError) as exc:  # the type's own validators refuse a value
+        raise ExprError(f"with its references replaced: {exception_message(exc)}") from None
 
 
 def _text(value: str, resolve: Resolve) -> str:

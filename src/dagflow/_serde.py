@@ -290,8 +290,8 @@ def _make_task_type_hooks(
             name = value.get("type")
             cls = registry.get(name) if type(name) is str else None
             fast = fast_hooks.get(cls) if cls is not None else None
-            if fast is not None and value.keys() <= fast[0]:
-                return fast[1](value, cls)
+            if fast is not None and cls is not None and value.keys() <= fast[0]:
+                return _checked_later(fast[1], value, cls)
         return structure_task_type_checked(value)
 
     def structure_task_type_checked(value: Any) -> Any:
@@ -314,9 +314,9 @@ def _make_task_type_hooks(
         fast = fast_hook(cls)
         if fast is not None and value.keys() <= fast[0]:
             # no unknown key: skip copying the mapping without its "type"
-            return fast[1](value, cls)
+            return _checked_later(fast[1], value, cls)
         rest = {k: v for k, v in value.items() if k != "type"}
-        return converter.structure(rest, cls)
+        return _checked_later(converter.structure, rest, cls)
 
     # built on first use, for the same reason as fast_hooks: a Loop's task_template holds
     # a TaskType field whose hook must already be registered when Loop's is generated
@@ -343,6 +343,30 @@ def _make_task_type_hooks(
         return (cls, fast) if cls is not None and fast is not None else None
 
     return by_name
+
+
+def _checked_later(hook: Callable[[Any, Any], Any], value: Any, cls: type[Any]) -> Any:
+    """``hook(value, cls)``; when the settings hold ``${...}`` references and the class's
+    own attrs validators refuse them, the object is built without its validators, which
+    then run on the values the references stand for, when the task runs
+    (:func:`dagflow._interp.interpolate_spec`)."""
+    try:
+        return hook(value, cls)
+    except (ValueError, TypeError, ClassValidationError):
+        if not _has_reference(value):
+            raise
+    with attrs.validators.disabled():
+        return hook(value, cls)
+
+
+def _has_reference(value: Any) -> bool:
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, Mapping):
+        return any(_has_reference(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_reference(v) for v in value)
+    return False
 
 
 _PLAIN_TASK_KEYS = frozenset({"id", "type", "name", "depends_on"})
@@ -492,4 +516,12 @@ def struct_errors(
     if isinstance(exc, _MissingTypeKey):
         return [(path, "missing", str(exc))]
     # a wrong value (bad duration, unknown enum value) is well-formed but wrong
-    return [(path, "value" if isinstance(exc, ValueError) else "type", str(exc))]
+    return [(path, "value" if isinstance(exc, ValueError) else "type", exception_message(exc))]
+
+
+def exception_message(exc: BaseException) -> str:
+    """What an exception says: attrs' own validators raise with the message first and
+    the attribute, the rule and the value after it, which ``str()`` would all show."""
+    if len(exc.args) > 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
