@@ -202,7 +202,7 @@ class Engine(Durability):
     def __repr__(self) -> str:
         return f"<Engine store={type(self.store).__name__} running={len(self._runs)}>"
 
-    def crash_point(self, name: str) -> None:
+    def _crash_point(self, name: str) -> None:
         """For crash tests: ``DAGFLOW_CRASH_AT=name:n`` ends the process (exit 137, like
         SIGKILL: nothing is cleaned up) the n-th time the engine passes ``name``."""
         spec = self._crash_at

@@ -78,9 +78,9 @@ class Journal:
                 try:
                     # shielded: a batch is either committed and acknowledged, or failed
                     with anyio.CancelScope(shield=True), run.engine.clock.busy():
-                        run.engine.crash_point("before-commit")
+                        run.engine._crash_point("before-commit")
                         await _commit_with_retries(store, run.instance_id, merged)
-                        run.engine.crash_point("after-commit")
+                        run.engine._crash_point("after-commit")
                 except Exception as exc:
                     self.error = exc
                     logger.error("instance %s: store commit failed: %s", run.instance_id, exc)

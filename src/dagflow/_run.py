@@ -665,11 +665,11 @@ class Run:
                 state=TaskState(unit.key, T.RUNNING, unit.started_at, None, attempt),
                 events=(self.event(TaskStarted, task_id=unit.key, attempt=attempt),))
             await self.journal.durable(done)  # durable before the side effect (G2, G4)
-            self.engine.crash_point("task-started")
+            self.engine._crash_point("task-started")
             if isinstance(task.type, Deploy | Scale) and task.config.checkpoint:
                 await self.snapshot()  # a recovery point before touching the cluster
             outcome, retryable = await self._attempt(unit, attempt, index)
-            self.engine.crash_point("task-finished")
+            self.engine._crash_point("task-finished")
             if outcome.status != T.FAILED or outcome.timed_out_approval:
                 return outcome
             if not (retryable and tries_left > 0 and policy is not None
