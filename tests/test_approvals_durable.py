@@ -256,8 +256,12 @@ def test_approved_from_another_process(tmp_path: Path) -> None:
         [still] = pending(url, env)
         assert still["votes"] == []
         ok = cli("approve", request["approval_id"], "--as", "bob@example.com", "--comment",
-                 "ship it", "--store", url, env=env)
+                 "ship it", "--store", url, "--json", env=env)
         assert ok.returncode == 0, ok.stderr
+        gate = json.loads(ok.stdout)
+        assert gate["state"] == "Approved"
+        assert [(v["approver"], v["approved"], v["comment"]) for v in gate["votes"]] == [
+            ("bob@example.com", True, "ship it")]
         out, err = run.communicate(timeout=30)
     assert run.returncode == 0, err
     instance = json.loads(out)
@@ -290,9 +294,11 @@ def test_rejected_from_another_process(tmp_path: Path) -> None:
         no_reason = cli("reject", aid, "--as", "alice@example.com", "--store", url, env=env)
         assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
         rejected = cli("reject", aid, "--as", "alice@example.com", "--reason",
-                       "change freeze", "--store", url, env=env)
+                       "change freeze", "--store", url, "--json", env=env)
         assert rejected.returncode == 0, rejected.stderr
-        assert "rejected" in rejected.stdout
+        gate = json.loads(rejected.stdout)
+        assert (gate["approval_id"], gate["state"]) == (aid, "Rejected")
+        assert gate["votes"][0]["comment"] == "change freeze"
         out, err = run.communicate(timeout=30)
     assert run.returncode == 1, err
     instance = json.loads(out)

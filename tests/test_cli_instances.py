@@ -453,6 +453,38 @@ def test_cancel_stops_a_run_of_another_process(tmp_path: Path,
     assert "already ended (Cancelled): nothing to cancel" in again.stderr
 
 
+def test_pause_and_cancel_report_the_instance_as_json(tmp_path: Path,
+                                                      background: list[Background]) -> None:
+    """pause --json and cancel --json print the instance as it is once the request is
+    handled: Paused with the running task finished, then Cancelled with the reason."""
+    wf = write(tmp_path, f"""
+        id: two-steps
+        tasks:
+          - id: a
+            type: {log("a", "sleep 0.5")}
+          - id: b
+            depends_on: [a]
+            type: {log("b")}
+    """)
+    store = store_of(tmp_path)
+    run = Background("run", str(wf), "--store", store)
+    background.append(run)
+    run.wait_for("start   a")
+    paused = dagflow("pause", run.instance_id, "--store", store, "--json")
+    assert paused.returncode == 0, paused.stderr
+    instance = json.loads(paused.stdout)
+    assert (instance["id"], instance["state"]) == (run.instance_id, "Paused")
+    cancelled = dagflow("cancel", run.instance_id, "--reason", "not today", "--store", store,
+                        "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    instance = json.loads(cancelled.stdout)
+    assert (instance["state"], instance["error"]) == ("Cancelled", "not today")
+    assert "b" not in instance["task_states"] or (
+        instance["task_states"]["b"]["state"] == "Cancelled")
+    run.finish(timeout=10)
+    assert lines_of(tmp_path / "log") == ["a"]
+
+
 # --------------------------------------------------------------------------- after failure
 
 

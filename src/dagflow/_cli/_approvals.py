@@ -22,6 +22,10 @@ _STORE_HELP = ("Where instances live (default: $DAGFLOW_STORE, else "
                "sqlite:///.dagflow/dagflow.db).")
 
 
+_JSON_HELP = ("Print the gate after the vote as JSON: its state (Pending, Approved, "
+              "Rejected), approvers, min_approvals and votes.")
+
+
 def _system(store: str | None) -> Any:
     from .._approval.store import StoreApprovalSystem
     from .._storage import open_storage
@@ -103,7 +107,9 @@ def approvals(approver: str | None, store: str | None, as_json: bool) -> None:
               help="Who approves: must be one of the gate's approvers.")
 @click.option("--comment", help="Recorded with the vote.")
 @click.option("--store", metavar="URL", help=_STORE_HELP)
-def approve(approval_id: str, approver: str, comment: str | None, store: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
+def approve(approval_id: str, approver: str, comment: str | None, store: str | None,
+            as_json: bool) -> None:
     """Grant APPROVAL_ID as EMAIL.
 
     Only an address listed in the gate's approvers may grant, once; the person who started
@@ -117,13 +123,15 @@ def approve(approval_id: str, approver: str, comment: str | None, store: str | N
     """
     async def work(system: Any) -> Any:
         await system.grant_approval(approval_id, approver, comment)
-        return await system.check_approval_status(approval_id)
+        return await _decided(system, approval_id)
 
     try:
-        status = anyio.run(_run(work), store)
+        status, request = anyio.run(_run(work), store)
     except (ApprovalError, StorageError) as exc:
         _refused(exc)
-    if status.state == "Approved":
+    if as_json:
+        _print_gate(status, request)
+    elif status.state == "Approved":
         click.echo(f"approved: {approval_id} is open; the workflow continues")
     else:
         click.echo(f"granted as {approver.strip()}; {approval_id} needs more approvals")
@@ -135,21 +143,41 @@ def approve(approval_id: str, approver: str, comment: str | None, store: str | N
               help="Who rejects: must be one of the gate's approvers.")
 @click.option("--reason", required=True, help="Why (recorded, and shown in the run).")
 @click.option("--store", metavar="URL", help=_STORE_HELP)
-def reject(approval_id: str, approver: str, reason: str, store: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
+def reject(approval_id: str, approver: str, reason: str, store: str | None,
+           as_json: bool) -> None:
     """Reject APPROVAL_ID as EMAIL: one rejection fails the gate.
 
     \b
     Example:
       dagflow reject apr_3Xb... --as bob@example.com --reason "change freeze"
     """
-    async def work(system: Any) -> None:
+    async def work(system: Any) -> Any:
         await system.reject_approval(approval_id, approver, reason)
+        return await _decided(system, approval_id)
 
     try:
-        anyio.run(_run(work), store)
+        status, request = anyio.run(_run(work), store)
     except (ApprovalError, StorageError) as exc:
         _refused(exc)
-    click.echo(f"rejected: {approval_id} by {approver.strip()}")
+    if as_json:
+        _print_gate(status, request)
+    else:
+        click.echo(f"rejected: {approval_id} by {approver.strip()}")
+
+
+async def _decided(system: Any, approval_id: str) -> tuple[Any, Any]:
+    """The gate's status and the gate with its votes, after a vote."""
+    return (await system.check_approval_status(approval_id),
+            await system.get_approval(approval_id))
+
+
+def _print_gate(status: Any, request: Any) -> None:
+    from .._serde import make_converter
+
+    converter = make_converter()
+    click.echo(json.dumps({**converter.unstructure(request), "state": status.state},
+                          indent=2))
 
 
 def register(group: click.Group) -> None:

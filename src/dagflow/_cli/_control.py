@@ -147,7 +147,10 @@ async def _settle(engine: Engine, instance_id: str, done: Callable[[WorkflowInst
 @click.command()
 @click.argument("instance_id", metavar="ID")
 @store_option
-def pause(instance_id: str, store: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the instance as JSON once the request is handled (its state says "
+                   "whether it is Paused yet).")
+def pause(instance_id: str, store: str | None, as_json: bool) -> None:
     """Pause an instance: running tasks finish, nothing new starts.
 
     Works for an instance run by another process ('dagflow run' in another terminal):
@@ -177,7 +180,9 @@ def pause(instance_id: str, store: str | None) -> None:
                   f"(it died?): continue it with  dagflow resume {instance_id}{where.flag}")
         await engine.pause_workflow(instance_id)
         final = await _settle(engine, instance_id, lambda i: i.state != instance.state, 5.0)
-        if final.state == S.PAUSED:
+        if as_json:
+            click.echo(instance_json(final))
+        elif final.state == S.PAUSED:
             click.echo(f"instance {instance_id}: Paused (running tasks finish; nothing new "
                        f"starts)\ncontinue it with:  dagflow resume {instance_id}{where.flag}")
         else:
@@ -193,7 +198,10 @@ def pause(instance_id: str, store: str | None) -> None:
 @click.option("--reason", default=None, metavar="TEXT",
               help="Why (recorded with the instance; default: 'cancelled by $USER').")
 @store_option
-def cancel(instance_id: str, reason: str | None, store: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the instance as JSON once the request is handled (its state says "
+                   "whether it has ended yet).")
+def cancel(instance_id: str, reason: str | None, store: str | None, as_json: bool) -> None:
     """Cancel an instance, also one run by another process.
 
     Running tasks are stopped; cleanup (join: all_done) tasks still run.
@@ -219,7 +227,9 @@ def cancel(instance_id: str, reason: str | None, store: str | None) -> None:
         holder = await _held_elsewhere(engine, instance_id)
         await engine.cancel_workflow(instance_id, why)
         final = await _settle(engine, instance_id, lambda i: i.state in TERMINAL_STATES, 10.0)
-        if final.state in TERMINAL_STATES:
+        if as_json:
+            click.echo(instance_json(final))
+        elif final.state in TERMINAL_STATES:
             click.echo(f"instance {instance_id}: {final.state} ({why})")
         else:
             click.echo(f"cancel requested: {holder} stops instance {instance_id} once its "
