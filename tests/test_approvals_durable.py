@@ -229,11 +229,9 @@ def pending(url: str, env: dict[str, str], wait: float = 20) -> list[dict[str, A
     raise AssertionError("no approval gate opened")
 
 
-def test_approved_from_another_process(tmp_path: Path) -> None:
-    """`dagflow run` waits at a gate; a second process lists it, is refused as an outsider
-    (gate unchanged), approves as a listed approver, and the run exits 0."""
-    url = f"sqlite:///{tmp_path}/s.db"
-    wf = tmp_path / "wf.yaml"
+def run_release(where: Path, url: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``dagflow run --json`` of a release gated by alice or bob, in the background."""
+    wf = where / "wf.yaml"
     wf.write_text(textwrap.dedent("""
         id: release
         tasks:
@@ -244,9 +242,16 @@ def test_approved_from_another_process(tmp_path: Path) -> None:
             type: {type: Command, command: echo, args: [shipped]}
             depends_on: [approve]
     """))
+    return subprocess.Popen([*DAGFLOW, "run", str(wf), "--store", url, "--json"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_approved_from_another_process(tmp_path: Path) -> None:
+    """`dagflow run` waits at a gate; a second process lists it, is refused as an outsider
+    (gate unchanged), approves as a listed approver, and the run exits 0."""
+    url = f"sqlite:///{tmp_path}/s.db"
     env = {**os.environ, "USER": "ci"}
-    with subprocess.Popen([*DAGFLOW, "run", str(wf), "--store", url, "--json"], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+    with run_release(tmp_path, url, env) as run:
         [request] = pending(url, env)
         assert request["instance_id"] and request["task_id"] == "approve"
         refused = cli("approve", request["approval_id"], "--as", "mallory@example.com",
@@ -270,25 +275,12 @@ def test_approved_from_another_process(tmp_path: Path) -> None:
         "bob@example.com"]
 
 
-
 def test_rejected_from_another_process(tmp_path: Path) -> None:
     """`dagflow reject` needs a reason, then fails the gate: the run exits 1 naming who
     rejected and why, the task after the gate never runs, and the gate takes no more votes."""
     url = f"sqlite:///{tmp_path}/s.db"
-    wf = tmp_path / "wf.yaml"
-    wf.write_text(textwrap.dedent("""
-        id: release
-        tasks:
-          - id: approve
-            type: {type: Approval, approvers: [alice@example.com, bob@example.com],
-                   timeout_seconds: 600}
-          - id: ship
-            type: {type: Command, command: echo, args: [shipped]}
-            depends_on: [approve]
-    """))
     env = {**os.environ, "USER": "ci"}
-    with subprocess.Popen([*DAGFLOW, "run", str(wf), "--store", url, "--json"], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+    with run_release(tmp_path, url, env) as run:
         [request] = pending(url, env)
         aid = request["approval_id"]
         no_reason = cli("reject", aid, "--as", "alice@example.com", "--store", url, env=env)

@@ -393,15 +393,14 @@ def test_restore_rewinds_to_a_checkpoint_and_runs_on(tmp_path: Path,
     assert lines_of(tmp_path / "log") == ["first", "nap", "nap", "last"]
 
 
-def test_pause_and_resume_a_run_of_another_process(tmp_path: Path,
-                                                   background: list[Background]) -> None:
-    """pause lets the running task finish and starts nothing new; resume makes that
-    process carry on to the end."""
+def two_steps(tmp_path: Path, background: list[Background], *, seconds: float
+              ) -> tuple[Background, str]:
+    """``dagflow run`` of a (``seconds`` long) then b, in the background, once a started."""
     wf = write(tmp_path, f"""
         id: two-steps
         tasks:
           - id: a
-            type: {log("a", "sleep 1")}
+            type: {log("a", f"sleep {seconds}")}
           - id: b
             depends_on: [a]
             type: {log("b")}
@@ -410,6 +409,14 @@ def test_pause_and_resume_a_run_of_another_process(tmp_path: Path,
     run = Background("run", str(wf), "--store", store)
     background.append(run)
     run.wait_for("start   a")
+    return run, store
+
+
+def test_pause_and_resume_a_run_of_another_process(tmp_path: Path,
+                                                   background: list[Background]) -> None:
+    """pause lets the running task finish and starts nothing new; resume makes that
+    process carry on to the end."""
+    run, store = two_steps(tmp_path, background, seconds=1)
     paused = dagflow("pause", run.instance_id, "--store", store)
     assert paused.returncode == 0, paused.stderr
     assert f"instance {run.instance_id}: Paused" in paused.stdout
@@ -457,19 +464,7 @@ def test_pause_and_cancel_report_the_instance_as_json(tmp_path: Path,
                                                       background: list[Background]) -> None:
     """pause --json and cancel --json print the instance as it is once the request is
     handled: Paused with the running task finished, then Cancelled with the reason."""
-    wf = write(tmp_path, f"""
-        id: two-steps
-        tasks:
-          - id: a
-            type: {log("a", "sleep 0.5")}
-          - id: b
-            depends_on: [a]
-            type: {log("b")}
-    """)
-    store = store_of(tmp_path)
-    run = Background("run", str(wf), "--store", store)
-    background.append(run)
-    run.wait_for("start   a")
+    run, store = two_steps(tmp_path, background, seconds=0.5)
     paused = dagflow("pause", run.instance_id, "--store", store, "--json")
     assert paused.returncode == 0, paused.stderr
     instance = json.loads(paused.stdout)

@@ -17,7 +17,7 @@ from ._expr import ExprError, Ref, parse_template
 from ._expr._refs import to_text
 from ._models import Loop, TaskDefinition, WorkflowDefinition
 from ._parse._validate import _plan
-from ._serde import exception_message
+from ._serde import exception_message, has_reference
 
 __all__ = ["definition_refs", "interpolate_spec", "spec_has_refs", "walk_path"]
 
@@ -77,17 +77,8 @@ def _template_kinds(cls: type[Any]) -> tuple[tuple[str, str], ...]:
 
 def spec_has_refs(spec: Any) -> bool:
     """Whether any template field of ``spec`` contains ``${`` (or ``$${``)."""
-    return any(_contains_ref(getattr(spec, name)) for name, _ in _template_kinds(spec.__class__))
+    return any(has_reference(getattr(spec, name)) for name, _ in _template_kinds(spec.__class__))
 
-
-def _contains_ref(value: Any) -> bool:
-    if isinstance(value, str):
-        return "${" in value
-    if isinstance(value, Mapping):
-        return any(_contains_ref(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_contains_ref(v) for v in value)
-    return False
 
 
 def interpolate_spec(spec: Any, resolve: Resolve) -> Any:
@@ -100,7 +91,7 @@ def interpolate_spec(spec: Any, resolve: Resolve) -> Any:
     changes: dict[str, Any] = {}
     for name, kind in _template_kinds(spec.__class__):
         value = getattr(spec, name)
-        if value is None or not _contains_ref(value):
+        if value is None or not has_reference(value):
             continue
         if kind == "str":
             changes[name] = _text(value, resolve)

@@ -353,19 +353,20 @@ def _checked_later(hook: Callable[[Any, Any], Any], value: Any, cls: type[Any]) 
     try:
         return hook(value, cls)
     except (ValueError, TypeError, ClassValidationError):
-        if not _has_reference(value):
+        if not has_reference(value):
             raise
     with attrs.validators.disabled():
         return hook(value, cls)
 
 
-def _has_reference(value: Any) -> bool:
+def has_reference(value: Any) -> bool:
+    """Whether ``value`` (a string, or strings in mappings and lists) holds ``${``."""
     if isinstance(value, str):
         return "${" in value
     if isinstance(value, Mapping):
-        return any(_has_reference(v) for v in value.values())
+        return any(has_reference(v) for v in value.values())
     if isinstance(value, list | tuple):
-        return any(_has_reference(v) for v in value)
+        return any(has_reference(v) for v in value)
     return False
 
 
