@@ -206,15 +206,15 @@ async def wait_for_approval(run: Run, ctx: TaskContext, spec: Approval) -> dict[
                                                approver=vote.approver,
                                                approval_id=approval_id, **extra),))
             seen = len(request.votes)
-            if status is not None:  # decided: the votes read after the decision are all
+            if status is not None:  # decided, and every vote read after the decision
                 break
             status = await approvals.check_approval_status(approval_id)
             if status.state == "Pending":
                 status = None
                 remaining = (request.expires_at - clock.now()).total_seconds()
                 await _wait_votes(run, approvals, approval_id, seen, remaining)
-            # decided: go round once more, as the vote that decided it may have come in
-            # between the two reads (votes are only ever appended)
+            # else decided: one more round reads the votes again, as the one that decided
+            # it may have come in between the two reads (votes are only ever appended)
         decided = True
     finally:
         run.gates -= 1
@@ -242,6 +242,7 @@ async def wait_for_approval(run: Run, ctx: TaskContext, spec: Approval) -> dict[
         raise TaskExecutionFailed(task_id=ctx.task_id, retryable=False, kind="expired",
                                   reason=message)
     raise ApprovalTimeout(message, approval_id=approval_id)
+
 
 async def _open_gate(run: Run, ctx: TaskContext, spec: Approval) -> str:
     """The id of the task's gate: the one it opened before an interrupt or a crash (same
