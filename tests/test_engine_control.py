@@ -100,3 +100,22 @@ async def test_sync_run_inside_an_event_loop_is_refused(make_workflow: Any) -> N
     """Calling dagflow.run() from async code raises and says what to do instead."""
     with pytest.raises(RuntimeError, match=r"await engine\.run"):
         dagflow.run(make_workflow({"id": "a"}))
+
+
+@pytest.mark.anyio
+async def test_history_starts_with_the_seed_states(make_workflow: Any, tmp_path: Path) -> None:
+    """create_workflow passes through Draft and Validated to Pending, recorded with who
+    submitted it and kept by the store; a run then continues the same history."""
+    wf = make_workflow({"id": "a"})
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    async with dagflow.Engine(store=store, plugins={"rec": RecordingHandler()}) as engine:
+        inst = await engine.create_workflow(wf, "ann")
+    async with dagflow.Engine(store=store, plugins={"rec": RecordingHandler()}) as engine:
+        stored = await engine.get_status(inst.id)
+        await engine.start_workflow(inst.id)
+        final = await engine.wait(inst.id)
+    S = WorkflowState
+    assert [(t.from_state, t.to_state, t.reason) for t in stored.state_history] == [
+        (S.DRAFT, S.VALIDATED, "validated"), (S.VALIDATED, S.PENDING, "submitted by ann")]
+    assert [t.to_state for t in final.state_history] == [
+        S.VALIDATED, S.PENDING, S.RUNNING, S.COMPLETED]

@@ -41,6 +41,7 @@ from ._models import (
     ExecutionContext,
     Loop,
     Plugin,
+    StateTransition,
     Subworkflow,
     WorkflowDefinition,
     WorkflowFilters,
@@ -358,11 +359,17 @@ class Engine(Durability):
         problems.extend(self._check_subworkflows(definition, base, (definition.id,)))
         if problems:
             raise ValidationError(problems)
+        now = self.clock.now()
+        # the seed's first steps, Draft -> Validated -> Pending, happen in this call
+        created = (StateTransition(S.DRAFT, S.VALIDATED, now, "validated"),
+                   StateTransition(S.VALIDATED, S.PENDING, now, f"submitted by {user_id}"
+                                   if user_id else "submitted"))
         instance = WorkflowInstance(
             id=instance_id, workflow_id=definition.id, definition=definition,
-            state=S.PENDING, created_at=self.clock.now(), created_by=user_id,
+            state=S.PENDING, created_at=now, created_by=user_id,
             execution_context=ExecutionContext(resolved, {}, environment),
             workdir=base, definition_hash=definition_hash(definition), parent_id=parent_id,
+            state_history=created,
         )
         with self.clock.busy():
             await self.store.store_workflow(instance)
