@@ -68,3 +68,18 @@ def test_import_loads_no_optional_or_heavy_module() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_a_run_without_http_tasks_does_not_import_httpx() -> None:
+    """The HTTP client (httpx, and what it imports) loads with the first Http task or
+    webhook, not with the engine: it is the slowest import of all."""
+    code = (
+        "import sys, dagflow\n"
+        "wf = dagflow.loads('id: x\\ntasks: [{id: a, type: {type: Command, command: "
+        "echo}}]')\n"
+        "assert dagflow.run(wf, store='memory://').state == 'Completed'\n"
+        "print(sorted({'httpx', 'httpcore', 'psycopg', 'rich'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"

@@ -54,17 +54,18 @@ import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from email.message import EmailMessage
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import anyio
 import attrs
-import httpx
 
 from .._errors import WorkflowError
 from .._events import ApprovalRequired, WorkflowEvent, event_to_dict
-from .._execute._egress import EgressDenied, check_scheme, user_agent
 from .._models import NotificationConfig, WorkflowInstance
 from .._serde import make_converter
+
+if TYPE_CHECKING:  # httpx is imported by the first webhook: most runs send none
+    import httpx
 
 __all__ = [
     "EMAIL_KINDS",
@@ -473,6 +474,10 @@ class WebhookNotifier:
         url = notification.webhook_url
         if not url:
             return
+        import httpx
+
+        from .._execute._egress import EgressDenied, check_scheme, user_agent
+
         shown = shown_url(url)
         try:
             check_scheme(httpx.URL(url))

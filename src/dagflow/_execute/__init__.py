@@ -32,12 +32,11 @@ def builtin_handlers(plugins: Mapping[str, PluginFunction] | None = None
     """A handler for every built-in task type (imported here, on first use)."""
     from .cluster import DeployHandler, ScaleHandler
     from .command import CommandHandler
-    from .http import HttpHandler
     from .query import QueryHandler
 
     return {
         "Command": CommandHandler(),
-        "Http": HttpHandler(),
+        "Http": _HttpOnFirstUse(),
         "Query": QueryHandler(),
         "Deploy": DeployHandler(),
         "Scale": ScaleHandler(),
@@ -47,6 +46,27 @@ def builtin_handlers(plugins: Mapping[str, PluginFunction] | None = None
         "Subworkflow": SubworkflowHandler(),
         "Plugin": PluginHandler(plugins if plugins is not None else {}),
     }
+
+
+@attrs.define(eq=False)
+class _HttpOnFirstUse:
+    """The Http handler, imported by the first Http task: httpx (and what it imports)
+    takes longer to import than the rest of the engine, and most runs send no request."""
+
+    busy = True
+    _handler: Any = None
+
+    def __repr__(self) -> str:
+        return "<HttpHandler (not imported yet)>" if self._handler is None else repr(
+            self._handler)
+
+    async def __call__(self, ctx: TaskContext) -> TaskOutput:
+        if self._handler is None:
+            from .http import HttpHandler
+
+            self._handler = HttpHandler()
+        output: TaskOutput = await self._handler(ctx)
+        return output
 
 
 #: shared by every task that returned nothing (TaskOutput is frozen): a long run then
