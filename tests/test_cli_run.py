@@ -78,6 +78,25 @@ def test_var_values_are_json_when_they_parse(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["task_states"]["check"]["state"] == "Completed"
 
 
+def test_var_keeps_text_where_the_workflow_declares_text(tmp_path: Path) -> None:
+    """A variable whose default is text stays text as written (version=1.10 is "1.10",
+    not the number 1.1); an undeclared one keeps a number only when JSON would write it
+    the same way; a declared number is read as JSON."""
+    wf = write(tmp_path, """
+        id: versions
+        variables: {version: "1.0", replicas: 1}
+        tasks:
+          - id: show
+            type: {type: Command, command: echo, args: ["${version}", "${extra}", "${replicas}"]}
+            condition: "${replicas} == 3"
+    """)
+    result = dagflow("run", str(wf), "--json", "--var", "version=1.10", "--var", "extra=1e3",
+                     "--var", "replicas=3")
+    assert result.returncode == 0, result.stderr
+    show = json.loads(result.stdout)["task_states"]["show"]
+    assert show["output"]["stdout"] == "1.10 1e3 3\n"
+
+
 def test_failed_run_exits_1_with_the_error(tmp_path: Path) -> None:
     """A failing task makes the run exit 1 and say which task failed and why."""
     wf = write(tmp_path, """

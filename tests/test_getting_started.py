@@ -60,7 +60,9 @@ class Session:
     def __init__(self, where: Path) -> None:
         self.where = where
         self.seen: dict[str, str] = {}  # id on the page -> id in this session
-        self.env = {k: v for k, v in os.environ.items() if k != "DAGFLOW_STORE"}
+        # the page's user is dave (alice approves: nobody may approve their own run)
+        self.env = {**{k: v for k, v in os.environ.items() if k != "DAGFLOW_STORE"},
+                    "USER": "dave"}
         self.background: subprocess.Popen[str] | None = None
         self.background_lines: list[str] = []
 

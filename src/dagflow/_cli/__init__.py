@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -57,20 +57,48 @@ def _print_problems(problems: Sequence[Problem], *, kind: str = "") -> None:
         click.echo(text, err=True)
 
 
-def _parse_var(text: str) -> tuple[str, Any]:
-    """``K=V``: V as JSON when it parses as JSON, else as a string."""
+_UNDECLARED = object()
+VAR_HELP = ("Set a variable, NAME=VALUE. Repeatable. VALUE stays text when the workflow's "
+            "default for NAME is text; otherwise it is read as JSON when it is JSON "
+            "(5, true, [1, 2]), else kept as text.")
+
+
+def _parse_var(text: str, declared: Mapping[str, Any]) -> tuple[str, Any]:
+    """``NAME=VALUE``, VALUE typed like the workflow's default for NAME (see VAR_HELP)."""
     name, sep, raw = text.partition("=")
-    if not sep or not name.strip():
-        _fail(f"--var {text!r}: write NAME=VALUE (VALUE is JSON, or plain text)")
+    name = name.strip()
+    if not sep or not name:
+        _fail(f"--var {text!r}: write NAME=VALUE (for example --var version=1.2.0)")
+    default = declared.get(name, _UNDECLARED)
+    if isinstance(default, str):
+        return name, raw  # "1.10" stays "1.10", not the number 1.1
     try:
         value = json.loads(raw)
     except ValueError:
-        value = raw
-    return name.strip(), value
+        return name, raw
+    if (default is _UNDECLARED and isinstance(value, int | float)
+            and not isinstance(value, bool) and json.dumps(value) != raw.strip()):
+        return name, raw  # "1.10" or "1e3" for a variable the file does not declare
+    return name, value
 
 
-def _vars(values: Sequence[str]) -> dict[str, Any]:
-    return dict(_parse_var(v) for v in values)
+def _vars(values: Sequence[str], declared: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(_parse_var(v, declared) for v in values)
+
+
+def _count(n: int, word: str) -> str:
+    """``1 task``, ``2 tasks``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _current_user() -> str:
+    """$USER, else the account's name: the person who may not approve their own run."""
+    import getpass
+
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (OSError, KeyError):  # no name for this uid (some containers)
+        return ""
 
 
 def _load(path: str) -> tuple[Any, list[Problem]]:
@@ -183,7 +211,7 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
         if not as_json:
             _print_problems(warnings, kind="warning")
             if entry["valid"]:
-                click.echo(f"{path}: valid ({entry['tasks']} tasks)")
+                click.echo(f"{path}: valid ({_count(entry['tasks'], 'task')})")
         report.append(entry)
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -199,16 +227,15 @@ def _problem_json(problem: Problem) -> dict[str, Any]:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--var", "variables", multiple=True, metavar="K=V",
-              help="Set a variable (V is JSON if it parses as JSON, else text). Repeatable.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help=VAR_HELP)
 @click.option("--durations", type=click.Path(dir_okay=False, exists=True),
               help="JSON file {task_id: seconds} to weigh the critical path.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
 def plan(file: str, variables: tuple[str, ...], durations: str | None, as_json: bool) -> None:
     """Show how FILE would run: levels, critical path and parallelism.
 
-    Levels are the seed's batches (a task's level is one more than its deepest
-    dependency); at run time each task starts as soon as its own dependencies finish.
+    A task's level is one more than its deepest dependency's; at run time each task
+    starts as soon as its own dependencies finish, whatever its level.
     The critical path counts steps, or seconds with --durations.
 
     \b
@@ -231,7 +258,7 @@ def plan(file: str, variables: tuple[str, ...], durations: str | None, as_json: 
             _fail(f"--durations {durations}: expected a JSON object of numbers ({exc})")
     length, path = dag.critical_path(weights)
     names = {"id": wf.id, "name": wf.name}
-    overrides = _vars(variables)
+    overrides = _vars(variables, wf.variables)
     unresolved = None
     try:
         resolved = resolve_variables(wf.variables, overrides, os.environ, names)
@@ -257,13 +284,14 @@ def plan(file: str, variables: tuple[str, ...], durations: str | None, as_json: 
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return
-    click.echo(f"{wf.id}: {len(wf.tasks)} tasks in {len(dag.execution_batches)} levels")
+    click.echo(f"{wf.id}: {_count(len(wf.tasks), 'task')} in "
+               f"{_count(len(dag.execution_batches), 'level')}")
     for number, batch in enumerate(dag.execution_batches, 1):
         click.echo(f"  level {number}: {', '.join(batch)}")
-    unit = "s" if weights else " steps"
-    click.echo(f"critical path ({length:g}{unit}): {' -> '.join(path)}")
-    click.echo(f"max parallelism: {result['max_parallelism']} "
-               f"(widest level {dag.max_parallelism}, max_parallel_tasks {limit})")
+    size = f"{length:g}s" if weights else _count(int(length), "step")
+    click.echo(f"critical path ({size}): {' -> '.join(path)}")
+    click.echo(f"max parallelism: {result['max_parallelism']} (the widest level has "
+               f"{_count(dag.max_parallelism, 'task')}; max_parallel_tasks {limit})")
     if resolved:
         click.echo("variables:")
         for name, value in resolved.items():
@@ -293,8 +321,7 @@ def _connections(values: Sequence[str]) -> dict[str, str]:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--var", "variables", multiple=True, metavar="K=V",
-              help="Set a variable (V is JSON if it parses as JSON, else text). Repeatable.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help=VAR_HELP)
 @click.option("--store", metavar="URL", default=None,
               help="Where instances live: sqlite:///path.db, postgresql://..., memory:// "
                    "(default: $DAGFLOW_STORE, else sqlite:///.dagflow/dagflow.db).")
@@ -302,7 +329,7 @@ def _connections(values: Sequence[str]) -> dict[str, str]:
               help="A database for Query tasks with query_type NAME. Repeatable.")
 @click.option("--auto-approve", is_flag=True,
               help="Approve every approval gate at once, as 'system'.")
-@click.option("--user", default=lambda: os.environ.get("USER", ""), show_default="$USER",
+@click.option("--user", default=_current_user, show_default="$USER, else your account name",
               help="Who runs it (recorded; may not approve its own gates).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print only the final instance as JSON on stdout (progress on stderr).")
@@ -333,7 +360,7 @@ def run(file: str, variables: tuple[str, ...], store: str | None,
     flag = f" --store {url}" if store else ""
     options = {"connections": _connections(connections),
                "settings": EngineSettings(auto_approve=auto_approve)}
-    code = run_workflow(wf, variables=_vars(variables), store=url, store_flag=flag,
+    code = run_workflow(wf, variables=_vars(variables, wf.variables), store=url, store_flag=flag,
                         as_json=as_json, engine_options=options, user=user)
     sys.exit(code)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ from .._events import (
 )
 from .._models import WorkflowFilters, WorkflowInstance
 from .._state import TERMINAL_STATES
-from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _fail
+from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _current_user, _fail
 from ._instances import (
     POLL_SECONDS,
     S,
@@ -218,7 +217,7 @@ def cancel(instance_id: str, reason: str | None, store: str | None, as_json: boo
     """
     where = _Store(store)
     where.require(instance_id)
-    why = reason or f"cancelled by {os.environ.get('USER') or 'user'}"
+    why = reason or f"cancelled by {_current_user() or 'user'}"
 
     async def body(engine: Engine) -> int:
         instance = await engine.get_status(instance_id)
