@@ -199,3 +199,29 @@ def test_run_help_teaches(tmp_path: Path) -> None:
     for text in ("--var", "--connection", "--auto-approve", "--json", "--store",
                  "Exit codes", "130", "Examples"):
         assert text in result.stdout
+
+
+def test_a_store_url_dagflow_cannot_use_is_bad_input(tmp_path: Path) -> None:
+    """run --store foo://x exits 2 like every other command, naming the URLs it knows."""
+    wf = write(tmp_path, """
+        id: one
+        tasks:
+          - id: a
+            type: {type: Command, command: echo}
+    """)
+    result = dagflow("run", str(wf), "--store", "foo://x")
+    assert result.returncode == 2
+    assert "unknown store URL 'foo://x'" in result.stderr and "sqlite:///" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_reading_commands_do_not_create_the_default_store(tmp_path: Path) -> None:
+    """In a directory without .dagflow/, list and approvals say there is nothing and leave
+    no database behind."""
+    env = {k: v for k, v in os.environ.items() if k != "DAGFLOW_STORE"}
+    listed = dagflow("list", cwd=tmp_path, env=env)
+    pending = dagflow("approvals", cwd=tmp_path, env=env)
+    as_json = dagflow("approvals", "--json", cwd=tmp_path, env=env)
+    assert (listed.returncode, pending.returncode, as_json.returncode) == (0, 0, 0)
+    assert "no approval is waiting" in pending.stdout and json.loads(as_json.stdout) == []
+    assert not (tmp_path / ".dagflow").exists()

@@ -76,6 +76,12 @@ def approvals(approver: str | None, store: str | None, as_json: bool) -> None:
       dagflow approvals --json | jq -r '.[].approval_id'
     """
     from .._serde import make_converter
+    from ._instances import _Store
+
+    where = _Store(store)
+    if where.missing_file() is not None:  # nothing to list, and nothing to create
+        click.echo("[]" if as_json else f"no approval is waiting (no store yet: {where.url})")
+        return
 
     async def work(system: Any) -> list[Any]:
         return await system.list_pending_approvals(approver)  # type: ignore[no-any-return]

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import click
 
-from .._errors import ValidationError
+from .._errors import StorageError, ValidationError
 from .._events import WorkflowEvent
 from .._models import WorkflowDefinition, WorkflowInstance, WorkflowState
 
@@ -54,8 +54,14 @@ def run_workflow(
 
     out = sys.stderr if as_json else sys.stdout
 
+    try:
+        engine = Engine(store=store, **engine_options)
+    except StorageError as exc:  # a URL dagflow cannot use: bad input, like elsewhere
+        click.echo(f"dagflow: error: {exc}", err=True)
+        return EXIT_BAD_INPUT
+
     async def main() -> int:
-        async with Engine(store=store, **engine_options) as engine:
+        async with engine:
             try:
                 instance = await engine.create_workflow(definition, user, variables)
             except ValidationError as exc:
