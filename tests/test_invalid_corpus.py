@@ -142,3 +142,18 @@ def test_a_misspelt_key_does_not_hide_the_other_problems() -> None:
         (6, 5, "unknown key 'dependson' (did you mean 'depends_on'?)"),
         (10, 18, "task 'deploy' depends on unknown task 'aprove' (did you mean 'approve'?)"),
     ]
+
+
+def test_wrong_values_do_not_hide_the_other_problems() -> None:
+    """A misspelt key, a duration that is not ISO 8601, a reference to no task and an
+    unknown dependency: all four in one report, in file order."""
+    path = CORPUS / "72-four-problems-of-three-kinds.yaml"
+    with pytest.raises(dagflow.ParseError) as info:
+        dagflow.load(path)
+    found = [(p.line, p.message.split(":")[0]) for p in info.value.problems]
+    assert found == [
+        (6, "unknown key 'dependson' (did you mean 'depends_on'?)"),
+        (7, "invalid duration '5m'"),
+        (9, "'${tasks.nope.stdout}' names no task of this workflow"),
+        (10, "task 'b' depends on unknown task 'zz'"),
+    ]

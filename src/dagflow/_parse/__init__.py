@@ -149,9 +149,11 @@ class DefaultWorkflowParser:
             spot = positions.locate(path, key=kind == "unknown") if positions else None
             line, col = spot or (None, None)
             problems.append(Problem(message, filename, line, col, path))
-        if all(kind == "unknown" for _, kind, _ in found):
-            # only misspelt keys: without them the file has a shape, so check the rest too
-            # and report every problem at once (an unknown key and a misspelt dependency)
+        if all(kind != "missing" and path and isinstance(path[-1], str)
+               for path, kind, _ in found):
+            # each problem is one key's (misspelt, or a wrong value): without those keys
+            # the file may still have a shape, so check the rest too and report every
+            # problem at once (a misspelt key, a bad duration and an unknown dependency)
             problems.extend(self._check_without(raw, [p for p, _, _ in found],
                                                 positions, filename))
         problems.sort(key=_order)
@@ -163,14 +165,15 @@ class DefaultWorkflowParser:
 
     def _check_without(self, raw: dict[str, Any], unknown: list[tuple[Any, ...]],
                        positions: Positions | None, filename: str | None) -> list[Problem]:
-        """The validation errors of ``raw`` with its ``unknown`` keys taken out."""
+        """The validation errors of ``raw`` with the keys at ``unknown`` taken out (none
+        when it has no shape without them)."""
         salvaged = copy.deepcopy(raw)
         try:
             for path in unknown:
                 node: Any = salvaged
                 for part in path[:-1]:
                     node = node[part]
-                del node[path[-1]]
+                node.pop(path[-1], None)
             wf = make_converter(self.task_types).structure(salvaged, WorkflowDefinition)
         except (BaseValidationError, TypeError, ValueError, KeyError, RecursionError):
             return []
