@@ -174,3 +174,20 @@ def test_console_script_is_installed() -> None:
                             timeout=60)
     assert result.returncode == 0
     assert "dagflow" in result.stdout
+
+
+def test_validate_warns_of_a_name_that_is_no_variable(tmp_path: Path) -> None:
+    """A misspelt variable is valid (it might come from --var or the environment) but
+    validate points at it with a suggestion, and run refuses it with the same one."""
+    wf = tmp_path / "wf.yaml"
+    wf.write_text('id: r\nvariables: {version: "1"}\ntasks:\n  - id: a\n'
+                  '    type: {type: Command, command: echo, args: ["${verison}"]}\n')
+    checked = dagflow("validate", str(wf))
+    assert checked.returncode == 0
+    assert checked.stderr.strip() == (
+        f"{wf}:5:49: warning: '${{verison}}' is not a variable of this workflow: it must come "
+        "from --var or the environment when it runs (did you mean 'version'?)")
+    ran = dagflow("run", str(wf), "--store", "memory://")
+    assert ran.returncode == 2 and "(did you mean 'version'?)" in ran.stderr
+    assert dagflow("run", str(wf), "--store", "memory://", "--var", "verison=2"
+                   ).returncode == 0

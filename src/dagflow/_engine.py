@@ -51,6 +51,7 @@ from ._models import (
 from ._parse import DefaultWorkflowParser, source_of
 from ._protocols import TaskHandler
 from ._run import Run
+from ._serde import suggest
 from ._settings import EngineSettings
 from ._state import TERMINAL_STATES, DefaultStateMachine
 from ._storage import open_storage
@@ -342,7 +343,8 @@ class Engine(Durability):
                 elif not problems:
                     problems.append(Problem(
                         f"'${{{ref.text}}}' is not a variable of this workflow nor an "
-                        "environment variable (set it with --var NAME=VALUE)"))
+                        "environment variable (set it with --var NAME=VALUE)"
+                        + suggest(head, resolved)))
             elif ref.kind == "env":
                 name = ref.parts[0]
                 if name in self.environ:

@@ -309,7 +309,7 @@ def check(
         if task.condition is not None or _has_ref(kind) or type(kind) is Loop or (
             task.rollback is not None and _has_ref(task.rollback)
         ):
-            _check_task_refs(task, i, path, index, upstream, report)
+            _check_task_refs(task, i, path, index, upstream, report, wf.variables)
     if graph.cycle:
         cycle = graph.cycle
         if cycle:
@@ -521,8 +521,11 @@ _TYPE_CHECKS: dict[type[Any], Callable[[Any, Path, Report, Any], None]] = {
 
 
 def _check_task_refs(task: TaskDefinition, i: int, path: Path, index: Mapping[str, int],
-                     upstream: Callable[[int], set[int]], report: Report) -> None:
-    """Reference syntax everywhere in the task, and ``tasks.X`` only for upstream X."""
+                     upstream: Callable[[int], set[int]], report: Report,
+                     variables: Collection[str] = ()) -> None:
+    """Reference syntax everywhere in the task, ``tasks.X`` only for upstream X, and a
+    warning for a name that is no variable of the file (it may still come from --var or
+    the environment when the workflow runs)."""
     found: list[tuple[Path, Ref, bool]] = []  # (where, ref, inside a loop template)
     for where, text, in_loop in _task_texts(task, path):
         found.extend((where, ref, in_loop) for ref in _refs_in(text, where, report))
@@ -547,6 +550,10 @@ def _check_task_refs(task: TaskDefinition, i: int, path: Path, index: Mapping[st
             if index[target] == i or index[target] not in upstream(i):
                 report.error(where, f"'${{{ref.text}}}' refers to task {target!r}, which is not "
                              f"upstream of {task.id!r}: add it to depends_on")
+        elif ref.kind == "var" and ref.parts[0] not in variables:
+            report.warn(where, f"'${{{ref.text}}}' is not a variable of this workflow: it must "
+                        "come from --var or the environment when it runs"
+                        f"{suggest(ref.parts[0], variables)}")
 
 
 def _task_texts(task: TaskDefinition, path: Path,
