@@ -108,6 +108,8 @@ def test_failed_run_exits_1_with_the_error(tmp_path: Path) -> None:
     result = dagflow("run", str(wf))
     assert result.returncode == 1
     assert "FAILED  boom: exit code 3: nope" in result.stdout
+    assert "workflow failed: task 'boom' failed (above)" in result.stdout
+    assert result.stdout.count("exit code 3: nope") == 2  # the task's line and the summary
     assert "broken Failed" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 

@@ -135,12 +135,15 @@ def approve(approval_id: str, approver: str, comment: str | None, store: str | N
         status, request = anyio.run(_run(work), store)
     except (ApprovalError, StorageError) as exc:
         _refused(exc)
+    gate = f"gate {request.task_id!r} of {request.workflow_id}"
     if as_json:
         _print_gate(status, request)
     elif status.state == "Approved":
-        click.echo(f"approved: {approval_id} is open; the workflow continues")
+        click.echo(f"approved: {gate} is open; the workflow continues")
     else:
-        click.echo(f"granted as {approver.strip()}; {approval_id} needs more approvals")
+        granted = sum(1 for v in request.votes if v.approved)
+        click.echo(f"granted as {approver.strip()}: {gate} has {granted} of the "
+                   f"{request.min_approvals} approvals it needs")
 
 
 @click.command()
@@ -169,7 +172,8 @@ def reject(approval_id: str, approver: str, reason: str, store: str | None,
     if as_json:
         _print_gate(status, request)
     else:
-        click.echo(f"rejected: {approval_id} by {approver.strip()}")
+        click.echo(f"rejected: gate {request.task_id!r} of {request.workflow_id}, by "
+                   f"{approver.strip()}; the task fails")
 
 
 async def _decided(system: Any, approval_id: str) -> tuple[Any, Any]:

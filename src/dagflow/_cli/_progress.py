@@ -83,6 +83,7 @@ class PlainProgress:
         self.out = out
         self.store_flag = store_flag
         self.started: dict[str, dt.datetime] = {}
+        self.failed: set[str] = set()  # tasks whose FAILED line was shown
 
     def __call__(self, event: WorkflowEvent) -> None:
         line = self.line(event)
@@ -101,6 +102,7 @@ class PlainProgress:
             took = f"  {_seconds((event.timestamp - began).total_seconds())}" if began else ""
             return f"{at}  done    {event.task_id}{took}"
         if isinstance(event, TaskFailed):
+            self.failed.add(event.task_id)
             return f"{at}  FAILED  {event.task_id}: {event.error}"
         if isinstance(event, TaskRetrying):
             return (f"{at}  retry   {event.task_id} in {_seconds(event.delay_seconds)} "
@@ -127,6 +129,9 @@ class PlainProgress:
         if isinstance(event, RollbackTaskFailed | RollbackFailed):
             return f"{at}  ROLLBACK FAILED: {event.error}"
         if isinstance(event, WorkflowFailed):
+            cause, sep, _ = event.error.partition(" failed: ")
+            if sep and cause in {f"task {t!r}" for t in self.failed}:
+                return f"{at}  workflow failed: {cause} failed (above)"  # said once is enough
             return f"{at}  workflow failed: {event.error}"
         if isinstance(event, WorkflowCancelled):
             return f"{at}  workflow cancelled: {event.reason}"
