@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -57,29 +58,30 @@ def test_version_is_the_distribution_version() -> None:
     assert dagflow.__version__ == version("dagflow")
 
 
+def loaded_after(code: str, modules: set[str]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code``."""
+    probe = (f"{code}\nimport json, sys\n"
+             f"print(json.dumps(sorted(set({sorted(modules)!r}) & set(sys.modules))))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    found: list[str] = json.loads(out)
+    return found
+
+
 def test_import_loads_no_optional_or_heavy_module() -> None:
     """``import dagflow`` loads no driver, HTTP client, CLI or event loop library."""
-    code = (
-        "import sys, dagflow\n"
-        "heavy = {'httpx', 'psycopg', 'redis', 'rich', 'click', 'anyio', 'trio', "
-        "'cattrs', 'ruamel.yaml', 'asyncio'}\n"
-        "print(sorted(heavy & set(sys.modules)))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    assert out == "[]"
+    heavy = {"httpx", "psycopg", "redis", "rich", "click", "anyio", "trio", "cattrs",
+             "ruamel.yaml", "asyncio"}
+    assert loaded_after("import dagflow", heavy) == []
 
 
 def test_a_run_without_http_tasks_does_not_import_httpx() -> None:
     """The HTTP client (httpx, and what it imports) loads with the first Http task or
     webhook, not with the engine: it is the slowest import of all."""
     code = (
-        "import sys, dagflow\n"
+        "import dagflow\n"
         "wf = dagflow.loads('id: x\\ntasks: [{id: a, type: {type: Command, command: "
         "echo}}]')\n"
         "assert dagflow.run(wf, store='memory://').state == 'Completed'\n"
-        "print(sorted({'httpx', 'httpcore', 'psycopg', 'rich'} & set(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    assert out == "[]"
+    assert loaded_after(code, {"httpx", "httpcore", "psycopg", "rich"}) == []
