@@ -119,3 +119,50 @@ async def test_history_starts_with_the_seed_states(make_workflow: Any, tmp_path:
         (S.DRAFT, S.VALIDATED, "validated"), (S.VALIDATED, S.PENDING, "submitted by ann")]
     assert [t.to_state for t in final.state_history] == [
         S.VALIDATED, S.PENDING, S.RUNNING, S.COMPLETED]
+
+
+@pytest.mark.anyio
+async def test_errors_in_the_engine_block_come_out_as_themselves(make_workflow: Any) -> None:
+    """What the body of 'async with Engine()' raises leaves it unwrapped (not in an
+    ExceptionGroup), so ordinary except clauses and pytest.raises work; dagflow.run too."""
+    bad = make_workflow({"id": "a", "type": {"type": "Command", "command": "echo",
+                                             "args": ["${nope}"]}})
+    with pytest.raises(dagflow.ValidationError, match="nope"):
+        async with dagflow.Engine() as engine:
+            await engine.create_workflow(bad)
+    with pytest.raises(KeyError):
+        async with dagflow.Engine():
+            raise KeyError("mine")
+
+
+def test_sync_run_raises_the_error_itself(make_workflow: Any) -> None:
+    bad = make_workflow({"id": "a", "type": {"type": "Command", "command": "echo",
+                                             "args": ["${nope}"]}})
+    with pytest.raises(dagflow.ValidationError, match="nope"):
+        dagflow.run(bad)
+
+
+@pytest.mark.anyio
+async def test_a_falsy_component_is_used_not_replaced(make_workflow: Any) -> None:
+    """Engine(secrets=...) keeps the host's provider even when it is falsy (here an empty
+    cache with __len__ 0), instead of falling back to the environment."""
+
+    class CachingVault:
+        def __init__(self) -> None:
+            self.cache: dict[str, str] = {}
+
+        def __len__(self) -> int:
+            return len(self.cache)
+
+        async def get_secret(self, name: str) -> str | None:
+            self.cache[name] = "from-the-vault"
+            return self.cache[name]
+
+    vault = CachingVault()
+    wf = make_workflow({"id": "a", "type": {"type": "Command", "command": "echo",
+                                            "args": ["${secrets.API_TOKEN}"]}})
+    async with dagflow.Engine(secrets=vault, environ={"API_TOKEN": "from-env"}) as engine:
+        assert engine.secrets is vault
+        inst = await engine.run(wf)
+    assert inst.state == WorkflowState.COMPLETED
+    assert vault.cache == {"API_TOKEN": "from-the-vault"}

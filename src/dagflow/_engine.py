@@ -152,20 +152,22 @@ class Engine(Durability):
         environ: Mapping[str, str] | None = None,
         settings: EngineSettings | None = None,
     ) -> None:
-        self.settings = settings or EngineSettings()
-        self.clock = clock or SystemClock()
+        # 'is None', not 'or': a host's component may be falsy (an empty cache's __len__)
+        self.settings = settings if settings is not None else EngineSettings()
+        self.clock = clock if clock is not None else SystemClock()
         key_text = self.settings.checkpoint_key or os.environ.get("DAGFLOW_CHECKPOINT_KEY")
         key = key_text.encode() if key_text else None
         self.store = open_storage(store, key=key) if isinstance(store, str) else store
-        self.checkpoints = checkpoints or DefaultCheckpointManager(self.store, key,
-                                                                   self.clock.now)
+        self.checkpoints = checkpoints if checkpoints is not None else (
+            DefaultCheckpointManager(self.store, key, self.clock.now))
         #: who this engine is, for leases: host, process and a random part
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._crash_at = _crash_spec(os.environ.get("DAGFLOW_CRASH_AT", ""))
         self.environ: Mapping[str, str] = dict(os.environ if environ is None else environ)
-        self.secrets = secrets or EnvSecretProvider(self.environ)
-        self.state_machine = state_machine or DefaultStateMachine(now=self.clock.now)
-        self.approvals = approvals or StoreApprovalSystem(
+        self.secrets = secrets if secrets is not None else EnvSecretProvider(self.environ)
+        self.state_machine = (state_machine if state_machine is not None
+                              else DefaultStateMachine(now=self.clock.now))
+        self.approvals = approvals if approvals is not None else StoreApprovalSystem(
             self.store, self.clock, self.settings.approval_poll_seconds)
         self.plugins: dict[str, PluginFunction] = dict(plugins or {})
         self.task_types: dict[str, type[Any]] = dict(task_types or {})
@@ -232,9 +234,17 @@ class Engine(Durability):
         if self._tg is not None:
             self._tg.cancel_scope.cancel()  # background runs stop; they stay resumable
         self._tg = None
-        if stack is not None:
+        if stack is None:
+            return None
+        raised = exc_info[1]
+        try:
             return await stack.__aexit__(*exc_info)
-        return None
+        except BaseExceptionGroup as group:
+            # the task group wraps what the block raised: give the caller its own
+            # exception back, so that 'except ValidationError' around the block works
+            if raised is not None and _only(group, raised):
+                raise raised from None
+            raise
 
     async def _close(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -722,6 +732,25 @@ class Engine(Durability):
             WorkflowNotFound: (on the first iteration) no instance has this id.
         """
         return EventStream(self, instance_id, after, follow, poll_seconds)
+
+
+def _only(group: BaseExceptionGroup[BaseException], raised: BaseException) -> bool:
+    """Whether ``group`` holds ``raised`` and otherwise only cancellations."""
+    cancelled = anyio.get_cancelled_exc_class()
+    found = False
+    for leaf in _leaves(group):
+        if leaf is raised:
+            found = True
+        elif not isinstance(leaf, cancelled):
+            return False
+    return found
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def _crash_spec(text: str) -> list[Any] | None:

@@ -551,9 +551,11 @@ def _check_task_refs(task: TaskDefinition, i: int, path: Path, index: Mapping[st
                 report.error(where, f"'${{{ref.text}}}' refers to task {target!r}, which is not "
                              f"upstream of {task.id!r}: add it to depends_on")
         elif ref.kind == "var" and ref.parts[0] not in variables:
+            hint = suggest(ref.parts[0], variables) or (
+                f" (write ${{env.{ref.parts[0]}}} for an environment variable)"
+                if len(ref.parts) == 1 else "")
             report.warn(where, f"'${{{ref.text}}}' is not a variable of this workflow: it must "
-                        "come from --var or the environment when it runs"
-                        f"{suggest(ref.parts[0], variables)}")
+                        f"come from --var or the environment when it runs{hint}")
 
 
 def _task_texts(task: TaskDefinition, path: Path,
