@@ -166,3 +166,33 @@ async def test_a_falsy_component_is_used_not_replaced(make_workflow: Any) -> Non
         inst = await engine.run(wf)
     assert inst.state == WorkflowState.COMPLETED
     assert vault.cache == {"API_TOKEN": "from-the-vault"}
+
+
+@pytest.mark.anyio
+async def test_a_store_failure_stops_only_its_own_background_run(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """When the store refuses one instance's writes, that run stops (logged, left as last
+    recorded) while the engine and the other background runs carry on."""
+
+    class Flaky(dagflow.MemoryStorage):
+        fail_for = ""
+
+        async def commit(self, instance_id: str, changes: Any) -> None:
+            if instance_id == self.fail_for and changes.task_states:
+                raise dagflow.StorageError("disk full")
+            await super().commit(instance_id, changes)
+
+    slow = dagflow.loads("id: slow\ntasks: [{id: a, type: {type: Command, command: sleep, "
+                         "args: ['0.5']}}]")
+    fast = dagflow.loads("id: fast\ntasks: [{id: a, type: {type: Command, command: 'true'}}]")
+    store = Flaky()
+    async with dagflow.Engine(store=store) as engine:
+        other = await engine.create_workflow(slow)
+        await engine.start_workflow(other.id)
+        bad = await engine.create_workflow(fast)
+        store.fail_for = bad.id
+        await engine.start_workflow(bad.id)
+        assert (await engine.wait(other.id)).state == WorkflowState.COMPLETED
+        assert (await engine.get_status(bad.id)).state != WorkflowState.COMPLETED
+    assert any(bad.id in r.getMessage() and "disk full" in r.getMessage()
+               for r in caplog.records if r.levelname == "ERROR")

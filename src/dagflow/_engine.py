@@ -507,6 +507,15 @@ class Engine(Durability):
         task_status.started()
         try:
             await self._drive(run, first_start=first_start)
+        except WorkflowError as exc:
+            # nobody awaits a background run: say why it stopped, and keep the engine and
+            # the other runs going (the instance stays as last recorded, recoverable)
+            text = str(exc)
+            logger.error("%s", text if run.instance_id in text
+                         else f"instance {run.instance_id} stopped: {text}")
+        except Exception:
+            logger.exception("instance %s stopped by an unexpected error; it stays as last "
+                             "recorded and recover() continues it", run.instance_id)
         finally:
             done = self._done.pop(run.instance_id, None)
             if done is not None:  # the run never got going (its lease was taken)
