@@ -245,6 +245,22 @@ async def test_custom_type_validators_check_the_file_and_the_replaced_values() -
     assert rec.task_ids() == ["page"]  # the refused one never reached the handler
 
 
+async def test_one_settings_class_under_two_names_on_two_engines() -> None:
+    """Registering a class does not change it: two engines may give it different names,
+    and each runs its own files (also when passed as Engine(task_types=...))."""
+    first, second = RecordingHandler(), RecordingHandler()
+    chat = dagflow.Engine()
+    chat.register_task_type("Chat", Notify, first)
+    page = dagflow.Engine(task_types={"Page": Notify}, handlers={"Page": second})
+    text = "id: n\ntasks:\n  - {{id: t, type: {{type: {}, channel: '#x', message: hi}}}}\n"
+    async with chat, page:
+        done = await chat.run(chat.loads(text.format("Chat")))
+        also = await page.run(page.loads(text.format("Page")))
+    assert (done.state, also.state) == (WorkflowState.COMPLETED, WorkflowState.COMPLETED)
+    assert (first.task_ids(), second.task_ids()) == (["t"], ["t"])
+    assert not hasattr(Notify, "type_name")
+
+
 async def test_iteration_retries_use_the_template_policy(make_workflow: Any) -> None:
     """An iteration that fails once is retried under the template's retry policy."""
     rec = RecordingHandler(default=[fail("flaky"), None])

@@ -175,7 +175,8 @@ class Engine(Durability):
             # the store reads definition snapshots, which may use our custom task types
             self.store.task_types = self.task_types
         if executor is None:
-            executor = DefaultTaskExecutor(builtin_handlers(self.plugins))
+            executor = DefaultTaskExecutor(builtin_handlers(self.plugins),
+                                           {cls: name for name, cls in self.task_types.items()})
             executor.handlers.update(handlers or {})
         elif handlers:
             raise ValueError("pass handlers to your own executor, not to Engine(handlers=)")
@@ -277,9 +278,11 @@ class Engine(Durability):
         """
         if not attrs.has(config):
             raise TypeError(f"{config!r} is not an attrs class")
-        config.type_name = name  # type: ignore[attr-defined]
         self.task_types[name] = config
         self.executor.handlers[name] = handler
+        names = getattr(self.executor, "type_names", None)
+        if names is not None:  # the class stays as it is: another engine may name it too
+            names[config] = name
 
     def parser(self) -> DefaultWorkflowParser:
         """A parser that knows this engine's task types and plugins."""

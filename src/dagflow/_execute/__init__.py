@@ -91,9 +91,12 @@ class DefaultTaskExecutor:
 
     Args:
         handlers: Task type name -> handler; the built-ins plus the host's own types.
+        type_names: The host's settings classes -> their ``type:`` name, where it is not
+            the class's ``type_name`` or ``__name__``.
     """
 
     handlers: dict[str, TaskHandler] = attrs.Factory(builtin_handlers)
+    type_names: dict[type[Any], str] = attrs.Factory(dict)
     _scopes: dict[str, set[anyio.CancelScope]] = attrs.Factory(dict)
 
     def __repr__(self) -> str:
@@ -105,7 +108,8 @@ class DefaultTaskExecutor:
         Raises:
             TaskExecutionFailed: No handler is registered for it.
         """
-        name = getattr(spec, "type_name", "") or type(spec).__name__
+        name = (self.type_names.get(type(spec)) or getattr(spec, "type_name", "")
+                or type(spec).__name__)
         handler = self.handlers.get(name)
         if handler is None:
             raise TaskExecutionFailed(
