@@ -27,7 +27,7 @@ def test_the_readme_workflow_runs_from_its_python_block(tmp_path: Path,
     exec(compile(code, "README.md", "exec"), namespace)
     instance = namespace["instance"]
     assert str(instance.state) == "Completed"  # type: ignore[attr-defined]
-    shown = re.search(r"output\.stdout\s+# (.+)$", code, re.M)
+    shown = re.search(r"\.stdout\s+# (.+)$", code, re.M)
     assert shown is not None
     assert repr(instance.task_states["shout"].output.stdout) == shown.group(1)  # type: ignore[attr-defined]
 
