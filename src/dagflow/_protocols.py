@@ -9,7 +9,7 @@ a network, a disk or a clock is ``async``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -372,6 +372,32 @@ class WorkflowStorage(Protocol):
 
     async def take_controls(self, instance_id: str) -> list[tuple[str, str]]:
         """The requests made for an instance, oldest first, removing them."""
+        ...
+
+    # approval gates, for the default ApprovalSystem (StoreApprovalSystem)
+
+    async def save_approval(self, request: ApprovalRequest, state: str = "Pending") -> None:
+        """Store a new gate; ``state`` is its status for :meth:`list_approvals`."""
+        ...
+
+    async def load_approval(self, approval_id: str) -> ApprovalRequest | None:
+        """A gate with its votes, or ``None``."""
+        ...
+
+    async def update_approval(
+        self, approval_id: str,
+        change: Callable[[ApprovalRequest], tuple[ApprovalRequest, str]],
+    ) -> ApprovalRequest:
+        """Apply ``change`` (the gate -> the new gate and its status) atomically, so that
+        votes from several processes never overwrite each other; return the new gate.
+        Raise :class:`~dagflow.ApprovalError` when no gate has this id, and let what
+        ``change`` raises through, changing nothing."""
+        ...
+
+    async def list_approvals(self, *, state: str | None = "Pending",
+                             instance_id: str | None = None) -> list[ApprovalRequest]:
+        """Gates with this status (``None``: all), of this instance if given, earliest
+        deadline first."""
         ...
 
 

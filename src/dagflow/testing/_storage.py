@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import anyio
 import attrs
 
-from .._errors import StorageError, WorkflowNotFound
+from .._errors import ApprovalError, StorageError, WorkflowNotFound
 from .._events import (
     ApprovalRequired,
     TaskCompleted,
@@ -39,6 +39,8 @@ from .._events import (
     WorkflowStarted,
 )
 from .._models import (
+    ApprovalRequest,
+    ApprovalVote,
     Checkpoint,
     ExecutionContext,
     InstanceChanges,
@@ -83,7 +85,8 @@ async def check_storage(
     transitions, and ``load_events`` with ``after``/``limit``; large values (1 MB
     stdout, 10,000-item data); Unicode everywhere; checkpoints (and pruning to
     ``store.keep_checkpoints`` if the store has that attribute); leases; control
-    requests; then, for durable stores, reopening and lease fencing; then concurrent
+    requests; approval gates (``save_approval``, ``load_approval``, ``update_approval``
+    and ``list_approvals``); then, for durable stores, reopening and lease fencing; then concurrent
     writers. It stops at the first violation.
 
     Args:
@@ -123,6 +126,7 @@ async def check_storage(
         ("checkpoints", _check_checkpoints),
         ("leases", _check_leases),
         ("controls", _check_controls),
+        ("approval gates", _check_approvals),
     ]
     if durable:
         checks += [("reopen", _check_reopen), ("lease fencing", _check_fencing)]
@@ -810,6 +814,73 @@ async def _check_controls(run: _Run) -> None:
     _same("take_controls a second time", await store.take_controls(instance.id), [])
     _same("take_controls of another instance", await store.take_controls(other.id),
           [("cancel", "other")])
+
+
+def _gate(instance_id: str, expires_in_hours: int) -> ApprovalRequest:
+    at = _now()
+    return ApprovalRequest(
+        approval_id=f"apr_{uuid.uuid4().hex}", workflow_id="kit", task_id="approve ✓",
+        requested_at=at, expires_at=at + dt.timedelta(hours=expires_in_hours),
+        approvers=("alice@example.com", "bob@example.com"), instance_id=instance_id,
+        min_approvals=2, context={"requested_by": "carol", "note": "ünïcode"})
+
+
+async def _check_approvals(run: _Run) -> None:
+    """Gates round-trip with their votes; update_approval is atomic (a refused change
+    changes nothing) and sets the state list_approvals filters on; deadlines order them."""
+    store = await run.new()
+    instance_id = f"kit-{uuid.uuid4().hex}"
+    later, sooner = _gate(instance_id, 48), _gate(instance_id, 2)
+    assert await store.load_approval(later.approval_id) is None, "a gate before it was saved"
+    await store.save_approval(later)
+    await store.save_approval(sooner)
+    _same("load_approval", await store.load_approval(later.approval_id), later)
+    mine = await store.list_approvals(state="Pending", instance_id=instance_id)
+    _same("list_approvals (earliest deadline first)", [g.approval_id for g in mine],
+          [sooner.approval_id, later.approval_id])
+
+    vote = ApprovalVote("alice@example.com", True, _now(), "lgtm ✓")
+
+    def grant(gate: ApprovalRequest) -> tuple[ApprovalRequest, str]:
+        return attrs.evolve(gate, votes=(*gate.votes, vote)), "Pending"
+
+    updated = await store.update_approval(later.approval_id, grant)
+    _same("update_approval's result", updated.votes, (vote,))
+    _same("the gate after update_approval",
+          await store.load_approval(later.approval_id), updated)
+
+    def refuse(gate: ApprovalRequest) -> tuple[ApprovalRequest, str]:
+        raise ApprovalError("refused by the rules", approval_id=gate.approval_id)
+
+    try:
+        await store.update_approval(later.approval_id, refuse)
+    except ApprovalError:
+        pass
+    else:
+        raise AssertionError("update_approval swallowed the error its change raised")
+    _same("the gate after a refused change", await store.load_approval(later.approval_id),
+          updated)
+    try:
+        await store.update_approval(f"apr_{uuid.uuid4().hex}", grant)
+    except ApprovalError:
+        pass
+    else:
+        raise AssertionError("update_approval of an unknown id did not raise ApprovalError")
+
+    def decide(gate: ApprovalRequest) -> tuple[ApprovalRequest, str]:
+        return gate, "Approved"
+
+    await store.update_approval(sooner.approval_id, decide)
+    pending = await store.list_approvals(state="Pending", instance_id=instance_id)
+    _same("Pending gates after one was decided", [g.approval_id for g in pending],
+          [later.approval_id])
+    approved = await store.list_approvals(state="Approved", instance_id=instance_id)
+    _same("Approved gates", [g.approval_id for g in approved], [sooner.approval_id])
+    every = await store.list_approvals(state=None, instance_id=instance_id)
+    _same("all gates of the instance", sorted(g.approval_id for g in every),
+          sorted([sooner.approval_id, later.approval_id]))
+    other = await store.list_approvals(state=None, instance_id=f"kit-{uuid.uuid4().hex}")
+    _same("gates of an instance that has none", other, [])
 
 
 async def _check_reopen(run: _Run) -> None:
