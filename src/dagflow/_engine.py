@@ -13,7 +13,7 @@ import uuid
 import weakref
 from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import attrs
@@ -49,7 +49,18 @@ from ._models import (
     WorkflowState,
 )
 from ._parse import DefaultWorkflowParser, source_of
-from ._protocols import TaskHandler
+from ._protocols import (
+    ApprovalSystem,
+    CheckpointManager,
+    Clock,
+    ClusterClient,
+    SecretProvider,
+    StateMachine,
+    TaskExecutor,
+    TaskHandler,
+    WorkflowParser,
+    WorkflowStorage,
+)
 from ._run import Run
 from ._serde import suggest
 from ._settings import EngineSettings
@@ -58,6 +69,9 @@ from ._storage import open_storage
 from ._stream import EventStream
 
 __all__ = ["Engine", "EnvSecretProvider", "EventStream", "definition_hash"]
+
+if TYPE_CHECKING:
+    from ._approval.notify import Notifier, SmtpSettings
 
 logger = logging.getLogger("dagflow")
 S = WorkflowState
@@ -132,23 +146,23 @@ class Engine(Durability):
     def __init__(
         self,
         *,
-        store: str | Any = "memory://",
-        executor: Any = None,
-        checkpoints: Any = None,
-        approvals: Any = None,
-        state_machine: Any = None,
-        parser: Any = None,
-        clock: Any = None,
-        secrets: Any = None,
+        store: str | WorkflowStorage = "memory://",
+        executor: TaskExecutor | None = None,
+        checkpoints: CheckpointManager | None = None,
+        approvals: ApprovalSystem | None = None,
+        state_machine: StateMachine | None = None,
+        parser: WorkflowParser | None = None,
+        clock: Clock | None = None,
+        secrets: SecretProvider | None = None,
         plugins: Mapping[str, PluginFunction] | None = None,
         handlers: Mapping[str, TaskHandler] | None = None,
         task_types: Mapping[str, type[Any]] | None = None,
         workflows: Iterable[WorkflowDefinition] | Mapping[str, WorkflowDefinition] = (),
         workflow_dirs: Iterable[str | os.PathLike[str]] = (),
         connections: Mapping[str, str] | None = None,
-        cluster: Any = None,
-        notifiers: Iterable[Any] = (),
-        smtp: Any = None,
+        cluster: ClusterClient | None = None,
+        notifiers: Iterable[Notifier] = (),
+        smtp: SmtpSettings | None = None,
         environ: Mapping[str, str] | None = None,
         settings: EngineSettings | None = None,
     ) -> None:
@@ -278,16 +292,20 @@ class Engine(Durability):
         """
         if not attrs.has(config):
             raise TypeError(f"{config!r} is not an attrs class")
+        handlers = getattr(self.executor, "handlers", None)
+        if handlers is None:
+            raise TypeError(f"{type(self.executor).__name__} has no handlers mapping: "
+                            "register the type with your executor itself")
         self.task_types[name] = config
-        self.executor.handlers[name] = handler
+        handlers[name] = handler
         names = getattr(self.executor, "type_names", None)
         if names is not None:  # the class stays as it is: another engine may name it too
             names[config] = name
 
-    def parser(self) -> DefaultWorkflowParser:
+    def parser(self) -> WorkflowParser:
         """A parser that knows this engine's task types and plugins."""
         if self._parser is not None:
-            return self._parser  # type: ignore[no-any-return]
+            return self._parser
         return DefaultWorkflowParser(task_types=self.task_types)
 
     def load(self, path: str | os.PathLike[str]) -> WorkflowDefinition:

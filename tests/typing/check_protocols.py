@@ -33,3 +33,13 @@ async def storage_kit() -> None:
 
     await check_storage(dagflow.MemoryStorage, durable=False)
     await check_storage(lambda: SqliteStorage("a.db"), reopen=lambda old: SqliteStorage(old.path))
+
+
+def engine_arguments_are_checked() -> None:
+    """Engine(...) takes the Protocols: a wrong component is a type error where it is
+    passed (each ignore below must be needed, or mypy --strict fails on it)."""
+    dagflow.Engine(store=dagflow.MemoryStorage(), clock=FakeClock(),
+                   secrets=dagflow.EnvSecretProvider(), approvals=dagflow.MemoryApprovalSystem())
+    dagflow.Engine(secrets=42)  # type: ignore[arg-type]
+    dagflow.Engine(clock="now")  # type: ignore[arg-type]
+    dagflow.Engine(store=3.14)  # type: ignore[arg-type]
