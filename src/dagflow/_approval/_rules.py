@@ -16,7 +16,7 @@ import attrs
 from .._errors import ApprovalError
 from .._models import ApprovalRequest, ApprovalStatus, ApprovalVote
 
-__all__ = ["apply_vote", "identity", "new_approval_id", "status_of"]
+__all__ = ["apply_vote", "identity", "may_still_vote", "new_approval_id", "status_of"]
 
 
 def identity(person: str) -> str:
@@ -44,6 +44,13 @@ def status_of(request: ApprovalRequest, now: dt.datetime) -> ApprovalStatus:
     if now >= request.expires_at:
         return ApprovalStatus("Expired", at=request.expires_at)
     return ApprovalStatus("Pending")
+
+
+def may_still_vote(request: ApprovalRequest, who: str) -> bool:
+    """Whether the person ``who`` (an identity) is listed on the gate and has not voted
+    yet. The person who started the run counts: they may still reject it."""
+    return (who in {identity(a) for a in request.approvers}
+            and all(identity(v.approver) != who for v in request.votes))
 
 
 def apply_vote(request: ApprovalRequest, *, approver: str, approved: bool,

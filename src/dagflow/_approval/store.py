@@ -21,7 +21,7 @@ import attrs
 from .._clock import SystemClock
 from .._errors import ApprovalError
 from .._models import ApprovalRequest, ApprovalStatus
-from ._rules import apply_vote, identity, new_approval_id, status_of
+from ._rules import apply_vote, identity, may_still_vote, new_approval_id, status_of
 
 __all__ = ["StoreApprovalSystem"]
 
@@ -100,14 +100,15 @@ class StoreApprovalSystem:
 
     async def list_pending_approvals(self, approver: str | None = None
                                      ) -> list[ApprovalRequest]:
-        """Open gates, earliest deadline first; only those ``approver`` may decide."""
+        """Open gates, earliest deadline first; given ``approver``, those they are listed on
+        and have not voted on yet."""
         now = self._now()
         who = identity(approver) if approver else None
         with self.clock.busy():
             stored = await self.store.list_approvals(state="Pending")
         return [r for r in stored
                 if status_of(r, now).state == "Pending"
-                and (who is None or who in {identity(a) for a in r.approvers})]
+                and (who is None or may_still_vote(r, who))]
 
     async def get_approval(self, approval_id: str) -> ApprovalRequest:
         """The gate with its votes.
