@@ -160,6 +160,10 @@ async def test_two_of_three_quorum_with_a_refused_repeat_vote(store_url: str,
         with pytest.raises(dagflow.ApprovalError, match="already voted"):
             await engine.approvals.grant_approval(aid, " ALICE@example.com")
         assert (await engine.approvals.check_approval_status(aid)).state == "Pending"
+        # alice has voted: the gate is no longer on her list, and still on carol's
+        assert await engine.approvals.list_pending_approvals("alice@example.com") == []
+        [waiting] = await engine.approvals.list_pending_approvals(" Carol@example.com")
+        assert waiting.approval_id == aid
         await engine.approvals.grant_approval(aid, "carol@example.com")
 
     async with dagflow.Engine(store=store_url, clock=FakeClock()) as engine:
