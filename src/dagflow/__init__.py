@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from ._events import WorkflowStarted as WorkflowStarted
     from ._events import WorkflowWaitingApproval as WorkflowWaitingApproval
     from ._execute import DefaultTaskExecutor as DefaultTaskExecutor
+    from ._execute.flow import PluginFunction as PluginFunction
     from ._models import Approval as Approval
     from ._models import ApprovalRequest as ApprovalRequest
     from ._models import ApprovalStatus as ApprovalStatus
@@ -125,6 +126,7 @@ if TYPE_CHECKING:
     from ._settings import EngineSettings as EngineSettings
     from ._state import DefaultStateMachine as DefaultStateMachine
     from ._storage import MemoryStorage as MemoryStorage
+    from ._stream import EventStream as EventStream
     from ._sync import run as run
 
 __all__ = [
@@ -162,6 +164,7 @@ __all__ = [
     "Engine",
     "EngineSettings",
     "EnvSecretProvider",
+    "EventStream",
     "ExecutionContext",
     "FailureAction",
     "Http",
@@ -180,6 +183,7 @@ __all__ = [
     "ParseError",
     "ParseLimits",
     "Plugin",
+    "PluginFunction",
     "Problem",
     "Query",
     "Resources",
@@ -316,6 +320,8 @@ _LAZY: dict[str, str] = {
     "DefaultTaskExecutor": "._execute",
     "MemoryStorage": "._storage",
     "MemoryApprovalSystem": "._approval",
+    "PluginFunction": "._execute.flow",
+    "EventStream": "._stream",
     "EmailNotifier": "._approval.notify",
     "Notification": "._approval.notify",
     "NotificationError": "._approval.notify",

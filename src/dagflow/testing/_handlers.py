@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
 
 from .._errors import TaskExecutionFailed
-from .._models import TaskOutput
+from .._models import ApprovalRequest, TaskOutput
+
+if TYPE_CHECKING:
+    from .._engine import Engine
 
 __all__ = ["Call", "RecordingHandler", "approve_when_pending", "fail"]
 
@@ -91,9 +94,9 @@ class RecordingHandler:
 
 
 async def approve_when_pending(
-    engine: Any, approver: str, *, task_id: str | None = None, comment: str | None = None,
+    engine: Engine, approver: str, *, task_id: str | None = None, comment: str | None = None,
     reject: bool = False, count: int = 1, poll_seconds: float = 0.01,
-    predicate: Callable[[Any], bool] | None = None,
+    predicate: Callable[[ApprovalRequest], bool] | None = None,
 ) -> list[str]:
     """Wait for ``count`` open gates (of ``task_id`` if given) and decide them as
     ``approver``; returns their approval ids. Run it beside ``engine.run`` in a task group.
