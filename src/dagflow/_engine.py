@@ -767,20 +767,9 @@ class Engine(Durability):
 def _only(group: BaseExceptionGroup[BaseException], raised: BaseException) -> bool:
     """Whether ``group`` holds ``raised`` and otherwise only cancellations."""
     cancelled = anyio.get_cancelled_exc_class()
-    found = False
-    for leaf in _leaves(group):
-        if leaf is raised:
-            found = True
-        elif not isinstance(leaf, cancelled):
-            return False
-    return found
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
+    others = group.subgroup(lambda e: not isinstance(e, BaseExceptionGroup | cancelled)
+                            and e is not raised)
+    return others is None and group.subgroup(lambda e: e is raised) is not None
 
 
 def _crash_spec(text: str) -> list[Any] | None:

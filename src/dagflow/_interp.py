@@ -80,7 +80,6 @@ def spec_has_refs(spec: Any) -> bool:
     return any(has_reference(getattr(spec, name)) for name, _ in _template_kinds(spec.__class__))
 
 
-
 def interpolate_spec(spec: Any, resolve: Resolve) -> Any:
     """``spec`` with every reference in its template fields replaced.
 

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import click
 
-from .._errors import StorageError, ValidationError
+from .._errors import ValidationError
 from .._events import WorkflowEvent
 from .._models import WorkflowDefinition, WorkflowInstance, WorkflowState
 
@@ -49,16 +49,12 @@ def run_workflow(
     user: str,
 ) -> int:
     """Run ``definition`` to its end (or an interrupt) and return the exit code."""
-    from .._engine import Engine
+    from ._instances import _engine, _Store
     from ._progress import LiveProgress, PlainProgress
 
     out = sys.stderr if as_json else sys.stdout
 
-    try:
-        engine = Engine(store=store, **engine_options)
-    except StorageError as exc:  # a URL dagflow cannot use: bad input, like elsewhere
-        click.echo(f"dagflow: error: {exc}", err=True)
-        return EXIT_BAD_INPUT
+    engine = _engine(_Store(store), **engine_options)  # a URL it cannot use: exit 2
 
     async def main() -> int:
         async with engine:

@@ -163,13 +163,13 @@ class DefaultWorkflowParser:
             raise ValidationError(problems)
         raise ParseError(problems)
 
-    def _check_without(self, raw: dict[str, Any], unknown: list[tuple[Any, ...]],
+    def _check_without(self, raw: dict[str, Any], at_fault: list[tuple[Any, ...]],
                        positions: Positions | None, filename: str | None) -> list[Problem]:
-        """The validation errors of ``raw`` with the keys at ``unknown`` taken out (none
+        """The validation errors of ``raw`` with the keys at ``at_fault`` taken out (none
         when it has no shape without them)."""
         salvaged = copy.deepcopy(raw)
         try:
-            for path in unknown:
+            for path in at_fault:
                 node: Any = salvaged
                 for part in path[:-1]:
                     node = node[part]
