@@ -393,14 +393,14 @@ def test_restore_rewinds_to_a_checkpoint_and_runs_on(tmp_path: Path,
     assert lines_of(tmp_path / "log") == ["first", "nap", "nap", "last"]
 
 
-def two_steps(tmp_path: Path, background: list[Background], *, seconds: float
-              ) -> tuple[Background, str]:
-    """``dagflow run`` of a (``seconds`` long) then b, in the background, once a started."""
+def two_steps(tmp_path: Path, background: list[Background]) -> tuple[Background, str]:
+    """``dagflow run`` of a then b, in the background, once a started; a runs until the
+    test creates the file ``release`` (so no other command races its end)."""
     wf = write(tmp_path, f"""
         id: two-steps
         tasks:
           - id: a
-            type: {log("a", f"sleep {seconds}")}
+            type: {log("a", "while [ ! -e release ]; do sleep 0.05; done")}
           - id: b
             depends_on: [a]
             type: {log("b")}
@@ -416,10 +416,11 @@ def test_pause_and_resume_a_run_of_another_process(tmp_path: Path,
                                                    background: list[Background]) -> None:
     """pause lets the running task finish and starts nothing new; resume makes that
     process carry on to the end."""
-    run, store = two_steps(tmp_path, background, seconds=1)
+    run, store = two_steps(tmp_path, background)
     paused = dagflow("pause", run.instance_id, "--store", store)
     assert paused.returncode == 0, paused.stderr
     assert f"instance {run.instance_id}: Paused" in paused.stdout
+    (tmp_path / "release").touch()
     run.wait_for("done    a")
     time.sleep(0.3)
     assert lines_of(tmp_path / "log") == ["a"]  # b did not start
@@ -464,7 +465,7 @@ def test_pause_and_cancel_report_the_instance_as_json(tmp_path: Path,
                                                       background: list[Background]) -> None:
     """pause --json and cancel --json print the instance as it is once the request is
     handled: Paused with the running task finished, then Cancelled with the reason."""
-    run, store = two_steps(tmp_path, background, seconds=0.5)
+    run, store = two_steps(tmp_path, background)
     paused = dagflow("pause", run.instance_id, "--store", store, "--json")
     assert paused.returncode == 0, paused.stderr
     instance = json.loads(paused.stdout)
