@@ -392,3 +392,19 @@ def test_yaml_errors_still_have_lines_after_the_fallback() -> None:
     with pytest.raises(dagflow.ParseError) as info:
         dagflow.loads("id: w\ntasks:\n  - {id: a, type: {type: Http, url: https://x}\n")
     assert info.value.problems[0].line is not None
+
+
+def test_source_path_is_where_a_file_came_from_and_not_part_of_the_value(
+        tmp_path: Path) -> None:
+    """load() records the file's absolute path on the definition; it is left out of
+    equality and of what dump() writes, and a file cannot set it."""
+    text = "id: hello\ntasks: [{id: hi, type: {type: Command, command: echo}}]\n"
+    (tmp_path / "hello.yaml").write_text(text)
+    loaded = dagflow.load(tmp_path / "hello.yaml")
+    assert loaded.source_path == str(tmp_path / "hello.yaml")
+    parsed = dagflow.loads(text)
+    assert parsed.source_path is None
+    assert loaded == parsed
+    assert "source_path" not in dagflow.dump(loaded)
+    with pytest.raises(dagflow.ParseError, match="unknown key 'source_path'"):
+        dagflow.loads(text + "source_path: /etc\n")

@@ -8,7 +8,6 @@ implicit edge from the Conditional (they run after it decides).
 from __future__ import annotations
 
 import functools
-import weakref
 from collections.abc import Mapping, Sequence
 from itertools import accumulate, chain
 from typing import Any
@@ -181,11 +180,6 @@ class Analysis:
     dag: WorkflowDag | None
 
 
-# Graphs built while validating, handed to DefaultDagBuilder for the same definition
-# object; entries leave with the definition (a finalizer), so nothing grows.
-_BUILT: dict[int, WorkflowDag] = {}
-
-
 def analyze(workflow: WorkflowDefinition) -> Analysis:
     """Index the tasks, resolve dependencies, order them by level, find a cycle."""
     tasks = workflow.tasks
@@ -260,10 +254,8 @@ def analyze(workflow: WorkflowDefinition) -> Analysis:
             level=level,
             execution_batches=tuple(batches),
         )
-        key = id(workflow)
-        if key not in _BUILT:
-            _BUILT[key] = dag
-            weakref.finalize(workflow, _BUILT.pop, key, None)
+        # kept on the value, for DefaultDagBuilder: validating built it already
+        workflow._derived.setdefault("dag", dag)
     return Analysis(index, parents, duplicates, repeated, unknown, cycle, dag)
 
 
@@ -352,7 +344,7 @@ class DefaultDagBuilder:
             ValidationError: A dependency names no task.
             CycleDetected: The dependencies form a cycle (``.path`` names it).
         """
-        built = _BUILT.get(id(workflow))
+        built: WorkflowDag | None = workflow._derived.get("dag")
         if built is not None and built.definition is workflow:
             return built
         graph = analyze(workflow)

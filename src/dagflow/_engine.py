@@ -4,13 +4,11 @@ plus ``run``, ``wait``, ``rollback`` and the plugin and task type registries."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
 import time
 import uuid
-import weakref
 from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Literal
@@ -48,7 +46,7 @@ from ._models import (
     WorkflowInstance,
     WorkflowState,
 )
-from ._parse import DefaultWorkflowParser, source_of
+from ._parse import DefaultWorkflowParser
 from ._protocols import (
     ApprovalSystem,
     CheckpointManager,
@@ -62,7 +60,7 @@ from ._protocols import (
     WorkflowStorage,
 )
 from ._run import Run
-from ._serde import suggest
+from ._serde import definition_hash, suggest
 from ._settings import EngineSettings
 from ._state import TERMINAL_STATES, DefaultStateMachine
 from ._storage import open_storage
@@ -87,25 +85,6 @@ class EnvSecretProvider:
     async def get_secret(self, name: str) -> str | None:
         """The variable's value, or ``None``."""
         return self.environ.get(name)
-
-
-_HASHES: dict[int, str] = {}
-
-
-def definition_hash(definition: WorkflowDefinition) -> str:
-    """SHA-256 of the definition's canonical JSON (computed once per definition object)."""
-    key = id(definition)
-    got = _HASHES.get(key)
-    if got is None:
-        import json
-
-        from ._serde import make_converter
-
-        data = make_converter().unstructure(definition)
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        got = _HASHES[key] = hashlib.sha256(text.encode()).hexdigest()
-        weakref.finalize(definition, _HASHES.pop, key, None)
-    return got
 
 
 class Engine(Durability):
@@ -409,7 +388,7 @@ class Engine(Durability):
         return instance
 
     def _workdir_of(self, definition: WorkflowDefinition) -> str:
-        source = source_of(definition)
+        source = definition.source_path
         return os.path.dirname(source) if source else os.getcwd()
 
     def _check_plugins(self, definition: WorkflowDefinition) -> list[Problem]:
@@ -462,7 +441,7 @@ class Engine(Durability):
                     f"Engine(workflows=...) or as {kind.workflow_id}.yaml in {dirs})",
                     path=where))
                 continue
-            child_base = os.path.dirname(source_of(child) or "") or base
+            child_base = os.path.dirname(child.source_path or "") or base
             out.extend(self._check_subworkflows(child, child_base, (*chain, child.id)))
         return out
 
@@ -618,7 +597,7 @@ class Engine(Durability):
             run = await self._prepare(existing, chain)
             await self._drive(run, first_start=False)
             return await self._load(candidate)
-        child_base = os.path.dirname(source_of(definition) or "") or base
+        child_base = os.path.dirname(definition.source_path or "") or base
         instance = await self.create_workflow(
             definition, parent.instance.created_by, dict(spec.inputs), workdir=child_base,
             instance_id=child_id, parent_id=parent.instance_id)

@@ -56,6 +56,10 @@ __all__ = [
 ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
 
 
+#: Metadata of fields that are not part of the file format (no schema, no validation).
+INTERNAL: Mapping[str, Any] = {"internal": True}
+
+
 def _meta(**kw: Any) -> dict[str, Any]:
     """Field metadata read by the validator and the JSON Schema generator."""
     return kw
@@ -337,6 +341,13 @@ class WorkflowDefinition:
     variables: dict[str, Any] = attrs.Factory(dict)
     config: WorkflowConfig = DEFAULT_WORKFLOW_CONFIG
     metadata: dict[str, str] = attrs.Factory(dict)
+    #: The file it was loaded from (absolute path), else ``None``: Command tasks run in
+    #: its directory and Subworkflows are looked up there. Not part of the value: it is
+    #: left out of equality and serialisation, and a file cannot set it.
+    source_path: str | None = attrs.field(default=None, eq=False, repr=False, kw_only=True,
+                                          metadata=INTERNAL)
+    # facts derived from the value, computed once (its hash, its graph); never compared
+    _derived: dict[str, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def task(self, task_id: str) -> TaskDefinition:
         """Return the task with this id.

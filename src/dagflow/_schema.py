@@ -126,6 +126,8 @@ class _Generator:
             properties["type"] = {"const": tag}
             required.append("type")
         for field in attrs.fields(cls):
+            if field.metadata.get("internal") or not field.init:
+                continue  # not part of the file format
             prop = self.schema_for(hints[field.name], field.metadata)
             if field.default is attrs.NOTHING:
                 required.append(field.name)

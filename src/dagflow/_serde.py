@@ -29,9 +29,16 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._models import BUILTIN_TASK_TYPES, StateTransition, TaskDefinition, TaskType
+from ._models import (
+    BUILTIN_TASK_TYPES,
+    StateTransition,
+    TaskDefinition,
+    TaskType,
+    WorkflowDefinition,
+)
 
 __all__ = [
+    "definition_hash",
     "format_duration",
     "make_converter",
     "parse_duration",
@@ -474,6 +481,16 @@ def _build(registry: Mapping[str, type[Any]]) -> cattrs.Converter:
     conv.register_structure_hook(str | tuple[typing.Any, ...], _structure_items(conv))
     task_type_by_name = _make_task_type_hooks(conv, registry)
     _make_task_hook(conv, task_type_by_name)
+    # where a definition was loaded from is not part of it: never written, never read
+    internal = override(omit=True)
+    conv.register_structure_hook(
+        WorkflowDefinition,
+        make_dict_structure_fn(WorkflowDefinition, conv, source_path=internal),
+    )
+    conv.register_unstructure_hook(
+        WorkflowDefinition,
+        make_dict_unstructure_fn(WorkflowDefinition, conv, source_path=internal),
+    )
     # the seed serialises StateTransition with "from"/"to"
     frm, to = override(rename="from"), override(rename="to")
     conv.register_structure_hook(
@@ -485,6 +502,19 @@ def _build(registry: Mapping[str, type[Any]]) -> cattrs.Converter:
         make_dict_unstructure_fn(StateTransition, conv, from_state=frm, to_state=to),
     )
     return conv
+
+
+def definition_hash(definition: WorkflowDefinition) -> str:
+    """SHA-256 of the definition's canonical JSON (computed once per definition value)."""
+    got: str | None = definition._derived.get("hash")
+    if got is None:
+        import hashlib
+        import json
+
+        data = make_converter().unstructure(definition)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        got = definition._derived["hash"] = hashlib.sha256(text.encode()).hexdigest()
+    return got
 
 
 def struct_errors(

@@ -103,13 +103,13 @@ def _current_user() -> str:
 
 def _load(path: str) -> tuple[Any, list[Problem]]:
     """Load ``path``, returning the definition and its warnings (exit 2 on problems)."""
-    from .._parse import DefaultWorkflowParser, _format_for, read_file, remember_source
+    from .._parse import DefaultWorkflowParser, _format_for, read_file
 
     parser = DefaultWorkflowParser()
     try:
         data = read_file(path, parser.limits)
-        wf, warnings = parser.parse(data, format=_format_for(path), filename=path)
-        remember_source(wf, path)
+        wf, warnings = parser.parse(data, format=_format_for(path), filename=path,
+                                    source_path=os.path.abspath(path))
         return wf, warnings
     except (ParseError, ValidationError) as exc:
         _print_problems(exc.problems)

@@ -6,7 +6,6 @@ import copy
 import json
 import logging
 import os
-import weakref
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal
 
@@ -26,8 +25,6 @@ __all__ = [
     "dump",
     "load",
     "loads",
-    "remember_source",
-    "source_of",
 ]
 
 logger = logging.getLogger("dagflow")
@@ -91,8 +88,12 @@ class DefaultWorkflowParser:
         *,
         format: Format = "yaml",
         filename: str | None = None,
+        source_path: str | None = None,
     ) -> tuple[WorkflowDefinition, list[Problem]]:
         """Parse and validate; return the definition and the warnings.
+
+        ``filename`` is how messages name the text; ``source_path`` is the file it was
+        read from (``WorkflowDefinition.source_path``), if any.
 
         Raises:
             ParseError: Not YAML/JSON, unsafe, or the wrong shape/types.
@@ -103,6 +104,8 @@ class DefaultWorkflowParser:
         with building(self.limits.max_tasks if len(data) > _PROMOTE_BYTES else 0):
             raw, text = load_data(data, format=format, filename=filename, limits=self.limits)
             wf = self._structure(raw, text, filename, format)
+            if source_path is not None:
+                wf = attrs.evolve(wf, source_path=source_path)
             del raw
             report = check(wf, plugins=self.plugins)
         if report.errors:
@@ -301,28 +304,12 @@ def load(
         ValidationError: Well-formed but wrong.
     """
     data = read_file(path, limits)
-    wf = loads(data, format=_format_for(path), filename=str(path), task_types=task_types,
-               plugins=plugins, limits=limits)
-    remember_source(wf, path)
+    parser = DefaultWorkflowParser(task_types=task_types or {}, plugins=plugins, limits=limits)
+    wf, warnings = parser.parse(data, format=_format_for(path), filename=str(path),
+                                source_path=os.path.abspath(path))
+    for warning in warnings:
+        logger.warning("%s", warning)
     return wf
-
-
-# Where each definition loaded from a file came from (its tasks run in that directory and
-# find subworkflows there); entries leave with the definition, like the DAG cache.
-_SOURCES: dict[int, str] = {}
-
-
-def remember_source(workflow: WorkflowDefinition, path: str | os.PathLike[str]) -> None:
-    """Note that ``workflow`` was read from ``path``."""
-    key = id(workflow)
-    if key not in _SOURCES:
-        weakref.finalize(workflow, _SOURCES.pop, key, None)
-    _SOURCES[key] = os.path.abspath(path)
-
-
-def source_of(workflow: WorkflowDefinition) -> str | None:
-    """The file ``workflow`` was loaded from, if it was loaded with :func:`load`."""
-    return _SOURCES.get(id(workflow))
 
 
 def read_file(path: str | os.PathLike[str], limits: ParseLimits = DEFAULT_LIMITS) -> bytes:

@@ -78,6 +78,8 @@ def _plan(cls: Any) -> tuple[tuple[tuple[str, Mapping[str, Any]], ...], tuple[st
     hints = typing.get_type_hints(cls)
     ranged, nested, templates = [], [], []
     for field in attrs.fields(cls):
+        if field.metadata.get("internal") or not field.init:
+            continue  # not written in files (WorkflowDefinition.source_path)
         if field.metadata:
             ranged.append((field.name, field.metadata))
         hint = hints.get(field.name, Any)

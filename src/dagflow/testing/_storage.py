@@ -256,7 +256,7 @@ def _instance(definition: WorkflowDefinition | None = None, *, instance_id: str 
               state: WorkflowState = WorkflowState.RUNNING, full: bool = True,
               text: str = "") -> WorkflowInstance:
     """An instance; ``full`` fills every field (task states, history, context...)."""
-    from .._engine import definition_hash
+    from .._serde import definition_hash
 
     definition = definition or _definition()
     created = created_at or _now()
