@@ -1,6 +1,6 @@
 """A child process for ``tests/test_durability.py``: it runs, resumes or recovers one
 instance through the Python API, so that the test can kill it (SIGKILL, SIGSTOP) or let a
-crash point (``DAGFLOW_CRASH_AT``) end it, and then look at what the store kept.
+crash point end it, and then look at what the store kept.
 
 Usage: ``python durability_child.py '<json>'`` where the JSON object holds
 
@@ -8,7 +8,13 @@ Usage: ``python durability_child.py '<json>'`` where the JSON object holds
   (``resume_workflow(id)``, retried while another process's lease is live) or
   ``recover`` (``recover()`` until it picks ``id`` up);
 - ``store``: the store URL; ``id``: the instance id; ``lease``: ``lease_seconds``;
-- ``patience``: how long ``resume``/``recover`` keep trying (seconds, default 20).
+- ``patience``: how long ``resume``/``recover`` keep trying (seconds, default 20);
+- ``crash_at``: ``POINT:N`` ends the process with exit status 137 (like SIGKILL: nothing
+  is cleaned up) the N-th time the run passes POINT, one of ``before-commit`` and
+  ``after-commit`` (a journal commit), ``task-started`` (a task's Running record is
+  durable, its handler not started) and ``task-finished`` (a handler returned, its outcome
+  not yet recorded). The engine has no crash hooks: the points are seen from the store,
+  the seam every change goes through.
 
 It writes ``STARTED`` on a line of its own once the instance is being driven (a killer
 times its kill from there), then, when the instance stops, one JSON line
@@ -19,6 +25,7 @@ times its kill from there), then, when the instance stops, one JSON line
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -26,10 +33,47 @@ from typing import Any
 import anyio
 
 import dagflow
+import dagflow._storage
 from dagflow import WorkflowState
 
 TERMINAL = {WorkflowState.COMPLETED, WorkflowState.FAILED, WorkflowState.CANCELLED,
             WorkflowState.ROLLED_BACK, WorkflowState.ARCHIVED}
+
+
+class CrashingStore:
+    """A store that ends the process at a crash point (see the module docstring)."""
+
+    _STARTED = {"TaskStarted"}
+    _FINISHED = {"TaskCompleted", "TaskFailed", "TaskRetrying"}
+
+    def __init__(self, inner: Any, spec: str) -> None:
+        point, _, count = spec.partition(":")
+        self._inner = inner
+        self._point = point
+        self._left = int(count) if count.isdigit() else 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _tick(self, passed: int) -> None:
+        self._left -= passed
+        if passed and self._left <= 0:
+            os._exit(137)
+
+    def _count(self, changes: Any, names: set[str]) -> int:
+        return sum(1 for event in changes.events if type(event).__name__ in names)
+
+    async def commit(self, instance_id: str, changes: Any) -> None:
+        point = self._point
+        if point == "before-commit":
+            self._tick(1)
+        elif point == "task-finished":
+            self._tick(self._count(changes, self._FINISHED))
+        await self._inner.commit(instance_id, changes)
+        if point == "after-commit":
+            self._tick(1)
+        elif point == "task-started":
+            self._tick(self._count(changes, self._STARTED))
 
 
 def _say(line: str) -> None:
@@ -73,7 +117,10 @@ async def main(args: dict[str, Any]) -> int:
     settings = dagflow.EngineSettings(lease_seconds=float(args.get("lease", 30.0)))
     instance_id = args["id"]
     patience = float(args.get("patience", 20.0))
-    async with dagflow.Engine(store=args["store"], settings=settings) as engine:
+    store: Any = dagflow._storage.open_storage(args["store"])
+    if "crash_at" in args:
+        store = CrashingStore(store, args["crash_at"])
+    async with dagflow.Engine(store=store, settings=settings) as engine:
         mode = args["mode"]
         try:
             if mode == "run":

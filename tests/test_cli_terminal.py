@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX terminal")
 
-ENV = {k: v for k, v in os.environ.items() if k not in ("DAGFLOW_STORE", "DAGFLOW_CRASH_AT")}
+ENV = {k: v for k, v in os.environ.items() if k != "DAGFLOW_STORE"}
 TERMINAL_ENV = {**ENV, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40"}
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][AB0-9]|\r")
 SLOW = textwrap.dedent("""\

@@ -139,12 +139,11 @@ class Child:
                  crash_at: str | None) -> None:
         self.out = workdir / f"{name}.out"
         self.err = workdir / f"{name}.err"
-        env = {k: v for k, v in os.environ.items() if k != "DAGFLOW_CRASH_AT"}
         if crash_at is not None:
-            env["DAGFLOW_CRASH_AT"] = crash_at
+            args = {**args, "crash_at": crash_at}
         with self.out.open("w") as out, self.err.open("w") as err:
             self.proc = subprocess.Popen([sys.executable, str(CHILD), json.dumps(args)],
-                                         stdout=out, stderr=err, env=env, cwd=workdir)
+                                         stdout=out, stderr=err, cwd=workdir)
 
     @property
     def pid(self) -> int:

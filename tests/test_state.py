@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
-import anyio
 import pytest
 
 from dagflow import (
@@ -13,7 +12,6 @@ from dagflow import (
     InvalidStateTransition,
     StateTransition,
     WorkflowError,
-    WorkflowNotFound,
     WorkflowState,
 )
 from dagflow._state import TERMINAL_STATES, TRANSITIONS, check_transition
@@ -137,164 +135,47 @@ def test_invalid_transition_attributes_are_keyword_only() -> None:
 # --------------------------------------------------------------------------- the machine
 
 
-@pytest.mark.anyio
-async def test_history_records_each_transition_with_time_and_reason() -> None:
-    """Every accepted change is recorded, oldest first, with its timestamp and reason."""
+def test_transition_returns_the_record_with_time_and_reason() -> None:
+    """transition() returns the StateTransition the engine records: both states, the
+    time from the injected clock, and the reason."""
     machine = DefaultStateMachine(now=Ticking())
-    machine.register("i1")
-    assert await machine.get_state("i1") == S.PENDING
-    assert await machine.get_state_history("i1") == []
-
-    first = await machine.transition("i1", S.PENDING, S.RUNNING, "started by ci")
-    await machine.transition("i1", S.RUNNING, S.WAITING_APPROVAL, "gate request-approval")
-    await machine.transition("i1", S.WAITING_APPROVAL, S.RUNNING)
-    await machine.transition("i1", S.RUNNING, S.COMPLETED, "all tasks done")
-
+    first = machine.transition("i1", S.PENDING, S.RUNNING, "started by ci")
+    second = machine.transition("i1", S.RUNNING, S.WAITING_APPROVAL)
     assert first == StateTransition(S.PENDING, S.RUNNING, at(1), "started by ci")
-    assert await machine.get_state("i1") == S.COMPLETED
-    assert await machine.get_state_history("i1") == [
-        StateTransition(S.PENDING, S.RUNNING, at(1), "started by ci"),
-        StateTransition(S.RUNNING, S.WAITING_APPROVAL, at(2), "gate request-approval"),
-        StateTransition(S.WAITING_APPROVAL, S.RUNNING, at(3), None),
-        StateTransition(S.RUNNING, S.COMPLETED, at(4), "all tasks done"),
-    ]
+    assert second == StateTransition(S.RUNNING, S.WAITING_APPROVAL, at(2), None)
 
 
-@pytest.mark.anyio
-async def test_default_timestamps_are_utc_now() -> None:
+def test_default_timestamps_are_utc_now() -> None:
     """Without an injected clock the timestamp is the current time, timezone-aware UTC."""
     machine = DefaultStateMachine()
-    machine.register("i1")
     before = dt.datetime.now(dt.UTC)
-    record = await machine.transition("i1", S.PENDING, S.RUNNING)
+    record = machine.transition("i1", S.PENDING, S.RUNNING)
     after = dt.datetime.now(dt.UTC)
     assert record.timestamp.utcoffset() == dt.timedelta(0)
     assert before <= record.timestamp <= after
 
 
-@pytest.mark.anyio
-async def test_register_in_a_given_state() -> None:
-    """An instance can start in any state, e.g. Draft, and follows the table from there."""
+def test_transition_outside_the_table_is_refused() -> None:
+    """A change the table does not allow raises InvalidStateTransition naming both states
+    and the instance."""
     machine = DefaultStateMachine(now=Ticking())
-    machine.register("d", S.DRAFT)
-    await machine.transition("d", S.DRAFT, S.VALIDATED)
-    await machine.transition("d", S.VALIDATED, S.PENDING)
-    assert await machine.get_state("d") == S.PENDING
-    assert [t.to_state for t in await machine.get_state_history("d")] == [
-        S.VALIDATED, S.PENDING,
-    ]
-
-
-@pytest.mark.anyio
-async def test_transition_from_a_state_that_is_not_current_is_rejected() -> None:
-    """Claiming the wrong from_state raises and changes nothing, even if the edge is allowed."""
-    machine = DefaultStateMachine(now=Ticking())
-    machine.register("i1")
     with pytest.raises(InvalidStateTransition) as info:
-        await machine.transition("i1", S.RUNNING, S.PAUSED)  # allowed edge, wrong start
-    assert info.value.from_state == "Pending"
-    assert info.value.to_state == "Paused"
-    assert info.value.instance_id == "i1"
-    assert await machine.get_state("i1") == S.PENDING
-    assert await machine.get_state_history("i1") == []
-
-
-@pytest.mark.anyio
-async def test_transition_outside_the_table_is_rejected() -> None:
-    """A transition the table does not allow raises and leaves state and history alone."""
-    machine = DefaultStateMachine(now=Ticking())
-    machine.register("i1")
-    await machine.transition("i1", S.PENDING, S.RUNNING)
-    await machine.transition("i1", S.RUNNING, S.COMPLETED)
-    with pytest.raises(InvalidStateTransition) as info:
-        await machine.transition("i1", S.COMPLETED, S.RUNNING, "try again")
+        machine.transition("i1", S.COMPLETED, S.RUNNING, "try again")
     assert (info.value.from_state, info.value.to_state) == ("Completed", "Running")
-    assert await machine.get_state("i1") == S.COMPLETED
-    assert len(await machine.get_state_history("i1")) == 2
+    assert info.value.instance_id == "i1"
 
 
-@pytest.mark.anyio
-async def test_unknown_instance_is_workflow_not_found() -> None:
-    """Every method raises WorkflowNotFound, naming the id, for an unregistered instance."""
-    machine = DefaultStateMachine()
-    machine.register("known")
-    with pytest.raises(WorkflowNotFound) as info:
-        await machine.transition("ghost", S.PENDING, S.RUNNING)
-    assert info.value.instance_id == "ghost"
-    assert isinstance(info.value, WorkflowError)
-    with pytest.raises(WorkflowNotFound, match="ghost"):
-        await machine.get_state("ghost")
-    with pytest.raises(WorkflowNotFound, match="ghost"):
-        await machine.get_state_history("ghost")
-
-
-@pytest.mark.anyio
-async def test_history_returned_is_a_copy() -> None:
-    """Changing the returned history list does not change the recorded one."""
-    machine = DefaultStateMachine(now=Ticking())
-    machine.register("i1")
-    await machine.transition("i1", S.PENDING, S.RUNNING)
-    history = await machine.get_state_history("i1")
-    history.clear()
-    assert len(await machine.get_state_history("i1")) == 1
-
-
-@pytest.mark.anyio
-async def test_instances_are_independent() -> None:
-    """Two instances keep separate states and histories."""
-    machine = DefaultStateMachine(now=Ticking())
-    machine.register("a")
-    machine.register("b")
-    await machine.transition("a", S.PENDING, S.RUNNING)
-    await machine.transition("b", S.PENDING, S.CANCELLED, "user cancelled")
-    assert await machine.get_state("a") == S.RUNNING
-    assert await machine.get_state("b") == S.CANCELLED
-    assert [t.reason for t in await machine.get_state_history("b")] == ["user cancelled"]
-    assert len(await machine.get_state_history("a")) == 1
-
-
-@pytest.mark.anyio
-async def test_concurrent_transitions_from_one_state_let_only_one_win() -> None:
-    """Two tasks racing to leave Running: exactly one succeeds, the other is rejected."""
-    machine = DefaultStateMachine(now=Ticking())
-    machine.register("i1", S.RUNNING)
-    outcomes: list[str] = []
-
-    async def move(to: WorkflowState) -> None:
-        try:
-            await machine.transition("i1", S.RUNNING, to)
-        except InvalidStateTransition:
-            outcomes.append("rejected")
-        else:
-            outcomes.append(str(to))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(move, S.PAUSED)
-        tg.start_soon(move, S.CANCELLED)
-    assert outcomes.count("rejected") == 1
-    history = await machine.get_state_history("i1")
-    assert len(history) == 1
-    assert await machine.get_state("i1") == history[0].to_state
-
-
-@pytest.mark.anyio
-async def test_machine_accepts_exactly_the_table() -> None:
+def test_machine_accepts_exactly_the_table() -> None:
     """Trying every (from, to) pair on the machine accepts exactly the allowed ones."""
     machine = DefaultStateMachine(now=Ticking())
     accepted: list[tuple[WorkflowState, WorkflowState]] = []
     for n, (start, target) in enumerate(ALL_PAIRS):
-        instance = f"i{n}"
-        machine.register(instance, start)
         try:
-            await machine.transition(instance, start, target, f"step {n}")
+            record = machine.transition(f"i{n}", start, target, f"step {n}")
         except InvalidStateTransition:
             assert (start, target) not in ALLOWED
-            assert await machine.get_state(instance) == start
         else:
             accepted.append((start, target))
-            assert await machine.get_state(instance) == target
-            [record] = await machine.get_state_history(instance)
             assert (record.from_state, record.to_state, record.reason) == (
-                start, target, f"step {n}",
-            )
+                start, target, f"step {n}")
     assert set(accepted) == ALLOWED

@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from ._events import WorkflowStarted as WorkflowStarted
     from ._events import WorkflowWaitingApproval as WorkflowWaitingApproval
     from ._execute import DefaultTaskExecutor as DefaultTaskExecutor
-    from ._execute.flow import PluginFunction as PluginFunction
+    from ._execute.plugin import PluginFunction as PluginFunction
     from ._models import Approval as Approval
     from ._models import ApprovalRequest as ApprovalRequest
     from ._models import ApprovalStatus as ApprovalStatus
@@ -121,12 +121,12 @@ if TYPE_CHECKING:
     from ._protocols import WorkflowEngine as WorkflowEngine
     from ._protocols import WorkflowParser as WorkflowParser
     from ._protocols import WorkflowStorage as WorkflowStorage
+    from ._runtime._stream import EventStream as EventStream
     from ._schema import json_schema as json_schema
     from ._settings import EgressPolicy as EgressPolicy
     from ._settings import EngineSettings as EngineSettings
     from ._state import DefaultStateMachine as DefaultStateMachine
     from ._storage import MemoryStorage as MemoryStorage
-    from ._stream import EventStream as EventStream
     from ._sync import run as run
 
 __all__ = [
@@ -320,8 +320,8 @@ _LAZY: dict[str, str] = {
     "DefaultTaskExecutor": "._execute",
     "MemoryStorage": "._storage",
     "MemoryApprovalSystem": "._approval",
-    "PluginFunction": "._execute.flow",
-    "EventStream": "._stream",
+    "PluginFunction": "._execute.plugin",
+    "EventStream": "._runtime._stream",
     "EmailNotifier": "._approval.notify",
     "Notification": "._approval.notify",
     "NotificationError": "._approval.notify",

@@ -1,25 +1,24 @@
 """What a task handler gets for one attempt: :class:`TaskContext`, and the shared
-:class:`Resources` (HTTP client, database connections, cluster client, settings)."""
+:class:`Resources` (HTTP client, database connections, cluster client, settings); and the
+two seams a handler deals with, :class:`TaskHandler` and :class:`ClusterClient`."""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
-from ._clock import SystemClock
-from ._models import TaskDefinition
+from ._clock import Clock, SystemClock
+from ._models import TaskDefinition, TaskOutput
 from ._settings import EngineSettings
 
 if TYPE_CHECKING:
     import httpx
 
-    from ._protocols import ClusterClient
-
-__all__ = ["REDACTED", "Redactor", "Resources", "TaskContext"]
+__all__ = ["REDACTED", "ClusterClient", "Redactor", "Resources", "TaskContext", "TaskHandler"]
 
 REDACTED = "***"
 
@@ -75,6 +74,35 @@ class Redactor:
         return value
 
 
+@runtime_checkable
+class ClusterClient(Protocol):
+    """What Deploy and Scale tasks do to a cluster (default: the kubectl command).
+
+    Values arrive validated (Kubernetes names) and are passed as single ``--flag=value``
+    arguments, never as options of their own.
+    """
+
+    async def apply(self, manifest: str, namespace: str, *, dry_run: bool,
+                    cwd: str) -> dict[str, Any]:
+        """Apply ``manifest``; return what undoing it needs (JSON-ready). An ``"output"``
+        key, if present, is what the tool printed: it becomes the task's stdout and is
+        not kept in the undo record."""
+        ...
+
+    async def undo_apply(self, manifest: str, namespace: str, record: Mapping[str, Any], *,
+                         cwd: str) -> None:
+        """Undo an :meth:`apply` given the record it returned."""
+        ...
+
+    async def get_replicas(self, resource: str, namespace: str) -> int | None:
+        """The resource's current replica count (``None`` if it does not exist)."""
+        ...
+
+    async def scale(self, resource: str, namespace: str, replicas: int) -> None:
+        """Set the replica count."""
+        ...
+
+
 async def _no_http_client() -> httpx.AsyncClient:
     raise RuntimeError("no HTTP client: run Http tasks through dagflow.Engine")
 
@@ -124,8 +152,6 @@ class TaskContext:
         on_line: Called with ``(stream, line)`` for every output line when the task has
             ``stream_output: true``; ``None`` otherwise.
         resources: Shared clients and settings.
-        runtime: The engine's hooks for flow types (Loop, Subworkflow, Approval); ``None``
-            outside an engine.
     """
 
     task_id: str
@@ -140,13 +166,28 @@ class TaskContext:
     loop_index: int | None = None
     item: Any = None
     idempotency_key: str = ""
-    clock: Any = attrs.Factory(SystemClock)
+    clock: Clock = attrs.Factory(SystemClock)
     redactor: Redactor = attrs.Factory(Redactor)
     on_line: Callable[[str, str], Awaitable[None]] | None = None
     resources: Resources = _DEFAULT_RESOURCES
-    runtime: Any = None
 
     @property
     def settings(self) -> EngineSettings:
         """Shortcut for ``resources.settings``."""
         return self.resources.settings
+
+
+@runtime_checkable
+class TaskHandler(Protocol):
+    """Runs one task type. Register with ``Engine(handlers={"Name": handler})``.
+
+    Return a :class:`~dagflow.TaskOutput`, a mapping (it becomes the output's ``data``)
+    or ``None``; raise :class:`~dagflow.TaskExecutionFailed` (or anything) to fail the
+    attempt. A handler with ``busy = False`` only waits on the engine's clock; every
+    other handler counts as doing real work, during which a test's FakeClock does not
+    jump ahead.
+    """
+
+    async def __call__(self, ctx: TaskContext) -> TaskOutput | Mapping[str, Any] | None:
+        """Run one attempt."""
+        ...

@@ -345,7 +345,7 @@ class DefaultDagBuilder:
             CycleDetected: The dependencies form a cycle (``.path`` names it).
         """
         built: WorkflowDag | None = workflow._derived.get("dag")
-        if built is not None and built.definition is workflow:
+        if built is not None:  # built from this value while it was validated
             return built
         graph = analyze(workflow)
         if graph.unknown:

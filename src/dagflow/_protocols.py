@@ -1,24 +1,31 @@
 """Every seam of dagflow, as a :class:`typing.Protocol`.
 
 These are the seed architecture's traits in Python form. Defaults do not inherit from
-them (mypy checks conformance), and ``Engine(...)`` accepts any object that fits. Parsing
-and graph building do no I/O, so their methods are synchronous; everything that may touch
-a network, a disk or a clock is ``async``.
+them (mypy checks conformance), and ``Engine(...)`` accepts any object that fits; every
+method declared here is one the engine calls, for what its name says. Parsing, graph
+building and refereeing state changes do no I/O, so their methods are synchronous;
+everything that may touch a network, a disk or a clock is ``async``.
+
+Storage is split by concern (instances, checkpoints, leases, approval gates, control
+requests): the built-in stores implement all of them, and a host may implement one and
+take the defaults for the rest (:class:`~dagflow.ComposedStorage`).
+
+What a task handler sees (``TaskHandler``, ``ClusterClient``, ``TaskContext``) lives in
+``_context``, and the clock in ``_clock``; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ._clock import Clock
+from ._context import ClusterClient, TaskContext, TaskHandler
 from ._models import (
     ApprovalRequest,
     ApprovalStatus,
     Checkpoint,
     InstanceChanges,
-    RetryPolicy,
     StateTransition,
     TaskDefinition,
     TaskOutput,
@@ -29,16 +36,20 @@ from ._models import (
 )
 
 if TYPE_CHECKING:
-    from ._context import TaskContext
     from ._dag import WorkflowDag
     from ._events import WorkflowEvent
 
 __all__ = [
+    "ApprovalStore",
     "ApprovalSystem",
     "CheckpointManager",
+    "CheckpointStore",
     "Clock",
     "ClusterClient",
+    "ControlStore",
     "DagBuilder",
+    "InstanceStore",
+    "LeaseStore",
     "SecretProvider",
     "StateMachine",
     "TaskExecutor",
@@ -51,7 +62,11 @@ __all__ = [
 
 @runtime_checkable
 class WorkflowParser(Protocol):
-    """Turns workflow text into validated definitions."""
+    """Turns workflow text into validated definitions.
+
+    The engine parses with it (``engine.load``, ``engine.loads``) and validates with it
+    every definition a run is created from that it did not parse itself.
+    """
 
     def parse_yaml(self, text: str | bytes, *, filename: str | None = None) -> WorkflowDefinition:
         """Parse and validate YAML; raise ParseError/ValidationError listing every problem."""
@@ -65,35 +80,27 @@ class WorkflowParser(Protocol):
         """Raise ValidationError if ``workflow`` (perhaps built in Python) is wrong."""
         ...
 
-    def normalize(self, workflow: WorkflowDefinition) -> WorkflowDefinition:
-        """Return the canonical form of ``workflow``."""
-        ...
-
 
 @runtime_checkable
 class DagBuilder(Protocol):
-    """Builds the dependency graph of a definition."""
+    """Builds the dependency graph a run is scheduled by."""
 
     def build_dag(self, workflow: WorkflowDefinition) -> WorkflowDag:
         """Build the graph; raise CycleDetected (with ``.path``) on a cycle."""
         ...
 
-    def detect_cycles(self, dag: WorkflowDag) -> None:
-        """Raise CycleDetected if ``dag`` has a cycle."""
-        ...
-
-    def topological_sort(self, dag: WorkflowDag) -> list[list[str]]:
-        """Task ids in batches that could run together, level by level."""
-        ...
-
     def optimize_parallelism(self, dag: WorkflowDag) -> WorkflowDag:
-        """Return a graph arranged for parallel execution."""
+        """The graph the run is scheduled by (the engine passes every built graph through
+        it once, before the run starts)."""
         ...
 
 
 @runtime_checkable
 class TaskExecutor(Protocol):
-    """Runs single task attempts; the engine owns scheduling, state and retries' bookkeeping.
+    """Runs single attempts of leaf tasks (Command, Http, Query, Deploy, Scale, Plugin and
+    custom types). Loop, Conditional, Subworkflow and Approval are the engine's own flow
+    control and never reach it; the engine owns scheduling, retries and cancellation
+    (cancelling the attempt's scope).
 
     A failed attempt raises :class:`~dagflow.TaskExecutionFailed` (carrying what it
     produced); anything else it raises is a failure too.
@@ -101,74 +108,6 @@ class TaskExecutor(Protocol):
 
     async def execute_task(self, task: TaskDefinition, context: TaskContext) -> TaskOutput:
         """Run one attempt of ``task`` (``context.spec`` is its interpolated type)."""
-        ...
-
-    async def execute_parallel(
-        self, tasks: Sequence[TaskDefinition], contexts: Sequence[TaskContext]
-    ) -> list[TaskOutput | BaseException]:
-        """Run one attempt of each task concurrently; results in the same order."""
-        ...
-
-    async def retry_task(
-        self,
-        task: TaskDefinition,
-        context: TaskContext,
-        retry_policy: RetryPolicy,
-        attempt: int,
-    ) -> TaskOutput:
-        """Run ``task`` as attempt number ``attempt`` under ``retry_policy``."""
-        ...
-
-    async def cancel_task(self, task_id: str) -> None:
-        """Stop a running task promptly (kill its process group, abort its request).
-
-        ``task_id`` may be qualified as ``INSTANCE_ID/TASK_ID``.
-        """
-        ...
-
-
-@runtime_checkable
-class TaskHandler(Protocol):
-    """Runs one task type. Register with ``Engine(handlers={"Name": handler})``.
-
-    Return a :class:`~dagflow.TaskOutput`, a mapping (it becomes the output's ``data``)
-    or ``None``; raise :class:`~dagflow.TaskExecutionFailed` (or anything) to fail the
-    attempt. A handler with ``busy = False`` only waits on the engine's clock or on
-    people (approvals); every other handler counts as doing real work, during which a
-    test's FakeClock does not jump ahead.
-    """
-
-    async def __call__(self, ctx: TaskContext) -> TaskOutput | Mapping[str, Any] | None:
-        """Run one attempt."""
-        ...
-
-
-@runtime_checkable
-class ClusterClient(Protocol):
-    """What Deploy and Scale tasks do to a cluster (default: the kubectl command).
-
-    Values arrive validated (Kubernetes names) and are passed as single ``--flag=value``
-    arguments, never as options of their own.
-    """
-
-    async def apply(self, manifest: str, namespace: str, *, dry_run: bool,
-                    cwd: str) -> dict[str, Any]:
-        """Apply ``manifest``; return what undoing it needs (JSON-ready). An ``"output"``
-        key, if present, is what the tool printed: it becomes the task's stdout and is
-        not kept in the undo record."""
-        ...
-
-    async def undo_apply(self, manifest: str, namespace: str, record: Mapping[str, Any], *,
-                         cwd: str) -> None:
-        """Undo an :meth:`apply` given the record it returned."""
-        ...
-
-    async def get_replicas(self, resource: str, namespace: str) -> int | None:
-        """The resource's current replica count (``None`` if it does not exist)."""
-        ...
-
-    async def scale(self, resource: str, namespace: str, replicas: int) -> None:
-        """Set the replica count."""
         ...
 
 
@@ -191,7 +130,8 @@ class CheckpointManager(Protocol):
     async def restore_from_checkpoint(
         self, instance_id: str, checkpoint_id: str
     ) -> WorkflowInstance:
-        """The instance as it was at ``checkpoint_id``."""
+        """The instance as it was at ``checkpoint_id`` (CheckpointError if the checkpoint
+        is missing, corrupt or of another instance); nothing is written."""
         ...
 
     async def delete_checkpoint(self, checkpoint_id: str) -> None:
@@ -256,34 +196,39 @@ class ApprovalSystem(Protocol):
 
 @runtime_checkable
 class StateMachine(Protocol):
-    """Referee of workflow state changes, with their history."""
+    """Referee of workflow state changes.
 
-    async def transition(
+    The engine asks :meth:`transition` about every change of an instance's state before
+    it records it, and records what it returns in the instance's ``state_history`` (the
+    one history there is: it survives restarts with the instance). :meth:`transition` is
+    synchronous so that nothing else in the run happens between the decision and the
+    change.
+    """
+
+    def is_valid_transition(self, from_state: WorkflowState, to_state: WorkflowState) -> bool:
+        """Whether the change is allowed (asked before work that would need it starts:
+        retry, restore, resume)."""
+        ...
+
+    def transition(
         self,
         instance_id: str,
         from_state: WorkflowState,
         to_state: WorkflowState,
         reason: str | None = None,
     ) -> StateTransition:
-        """Change state (InvalidStateTransition if not allowed) and record it."""
+        """The record of the change, timestamped; raise InvalidStateTransition to refuse
+        it (the instance then stays as it is)."""
         ...
 
-    def is_valid_transition(self, from_state: WorkflowState, to_state: WorkflowState) -> bool:
-        """Whether the change is allowed."""
-        ...
 
-    async def get_state(self, instance_id: str) -> WorkflowState:
-        """The current state."""
-        ...
-
-    async def get_state_history(self, instance_id: str) -> list[StateTransition]:
-        """Every recorded transition, oldest first."""
-        ...
+# --------------------------------------------------------------------------- storage
 
 
 @runtime_checkable
-class WorkflowStorage(Protocol):
-    """Where workflow instances live. Must be safe to call from concurrent tasks."""
+class InstanceStore(Protocol):
+    """Instances, their task states and their events: what a run's journal commits, one
+    atomic change at a time. Must be safe to call from concurrent tasks."""
 
     async def store_workflow(self, instance: WorkflowInstance) -> None:
         """Save a new instance."""
@@ -309,12 +254,8 @@ class WorkflowStorage(Protocol):
         """``(id, parent_id)`` of matching instances, newest first, without loading them."""
         ...
 
-    async def last_event_seq(self, instance_id: str) -> int:
-        """The seq of the instance's newest event (0 before any)."""
-        ...
-
     async def commit(self, instance_id: str, changes: InstanceChanges) -> None:
-        """Apply one small change atomically (a task state, events, a transition).
+        """Apply one small change atomically (task states, events, a transition).
 
         Raises:
             WorkflowNotFound: No stored instance has this id.
@@ -327,9 +268,14 @@ class WorkflowStorage(Protocol):
         """The instance's events with ``seq > after``, in order (at most ``limit``)."""
         ...
 
-    async def close(self) -> None:
-        """Release connections and files; the store is not used afterwards."""
+    async def last_event_seq(self, instance_id: str) -> int:
+        """The seq of the instance's newest event (0 before any)."""
         ...
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Where the default CheckpointManager keeps snapshots."""
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Keep a snapshot (a store may prune the oldest of an instance)."""
@@ -347,10 +293,18 @@ class WorkflowStorage(Protocol):
         """Remove a snapshot."""
         ...
 
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """Who may drive an instance: one process at a time.
+
+    When the same store is also the :class:`InstanceStore`, taking a lease fences the
+    instance: commits of an owner whose lease was taken over fail.
+    """
+
     async def acquire_lease(self, instance_id: str, owner: str, seconds: float) -> bool:
         """Take or renew the right to drive an instance for ``seconds``; False when another
-        owner holds an unexpired lease. Later commits of this store for the instance must
-        fail if someone else takes the lease (fencing)."""
+        owner holds an unexpired lease."""
         ...
 
     async def renew_lease(self, instance_id: str, owner: str, seconds: float) -> bool:
@@ -366,15 +320,10 @@ class WorkflowStorage(Protocol):
         """Who holds the lease, and until when (Unix time)."""
         ...
 
-    async def request_control(self, instance_id: str, action: str, reason: str) -> None:
-        """Ask the process running an instance to ``cancel``, ``pause`` or ``resume`` it."""
-        ...
 
-    async def take_controls(self, instance_id: str) -> list[tuple[str, str]]:
-        """The requests made for an instance, oldest first, removing them."""
-        ...
-
-    # approval gates, for the default ApprovalSystem (StoreApprovalSystem)
+@runtime_checkable
+class ApprovalStore(Protocol):
+    """Approval gates, for the default ApprovalSystem."""
 
     async def save_approval(self, request: ApprovalRequest, state: str = "Pending") -> None:
         """Store a new gate; ``state`` is its status for :meth:`list_approvals`."""
@@ -399,6 +348,33 @@ class WorkflowStorage(Protocol):
         """Gates with this status (``None``: all), of this instance if given, earliest
         deadline first."""
         ...
+
+
+@runtime_checkable
+class ControlStore(Protocol):
+    """Requests to the process that runs an instance (cancel, pause, resume)."""
+
+    async def request_control(self, instance_id: str, action: str, reason: str) -> None:
+        """Ask the process running an instance to ``cancel``, ``pause`` or ``resume`` it."""
+        ...
+
+    async def take_controls(self, instance_id: str) -> list[tuple[str, str]]:
+        """The requests made for an instance, oldest first, removing them."""
+        ...
+
+
+@runtime_checkable
+class WorkflowStorage(InstanceStore, CheckpointStore, LeaseStore, ApprovalStore,
+                      ControlStore, Protocol):
+    """A whole store: every part, and :meth:`close`. The built-in stores (memory, SQLite,
+    PostgreSQL) are one each."""
+
+    async def close(self) -> None:
+        """Release connections and files; the store is not used afterwards."""
+        ...
+
+
+# --------------------------------------------------------------------------- the rest
 
 
 @runtime_checkable
@@ -446,25 +422,4 @@ class SecretProvider(Protocol):
 
     async def get_secret(self, name: str) -> str | None:
         """The secret's value, or ``None`` if there is none."""
-        ...
-
-
-@runtime_checkable
-class Clock(Protocol):
-    """Every wait goes through the engine's clock, so tests can skip time."""
-
-    def now(self) -> dt.datetime:
-        """The current time (UTC)."""
-        ...
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds``."""
-        ...
-
-    def busy(self) -> AbstractContextManager[None]:
-        """Mark real work (a subprocess, a request, a store write) in progress.
-
-        A fake clock does not jump ahead while any work is busy, except work that is
-        itself sleeping on the clock. The system clock ignores it.
-        """
         ...

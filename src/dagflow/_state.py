@@ -1,4 +1,4 @@
-"""The workflow state machine: the allowed transitions as data, and their history.
+"""The workflow state machine: the allowed transitions as data, and the default referee.
 
 The seed's diagram plus ``Running <-> Paused``, ``Running <-> WaitingApproval`` and the
 edges that pausing, cancelling and retrying need. Anything else raises
@@ -10,10 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 
-import anyio
 import attrs
 
-from ._errors import InvalidStateTransition, WorkflowNotFound
+from ._errors import InvalidStateTransition
 from ._models import StateTransition, WorkflowState
 
 __all__ = ["TERMINAL_STATES", "TRANSITIONS", "DefaultStateMachine", "check_transition"]
@@ -53,80 +52,38 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@attrs.define
+@attrs.frozen
 class DefaultStateMachine:
-    """The default :class:`~dagflow.StateMachine`: current states and histories in memory.
+    """The default :class:`~dagflow.StateMachine`: the transition table above.
 
-    The engine keeps the durable copy of each history in the store; this object is the
-    referee that says whether a change is allowed and records it.
+    The engine asks it about every change of an instance's state and records the
+    :class:`~dagflow.StateTransition` it returns in the instance's ``state_history``.
+    Subclass it to refuse more (or fewer) changes, or to be told of each one.
 
     Args:
-        now: Where timestamps come from (the engine passes its clock).
+        now: Where timestamps come from (the engine passes its clock's ``now``).
     """
 
     now: Callable[[], dt.datetime] = _utcnow
-    _states: dict[str, WorkflowState] = attrs.Factory(dict)
-    _history: dict[str, list[StateTransition]] = attrs.Factory(dict)
-    _lock: anyio.Lock = attrs.Factory(anyio.Lock)
-
-    def __repr__(self) -> str:
-        return f"<DefaultStateMachine instances={len(self._states)}>"
 
     def is_valid_transition(self, from_state: WorkflowState, to_state: WorkflowState) -> bool:
         """Whether the table allows ``from_state -> to_state``."""
         return to_state in TRANSITIONS.get(from_state, ())
 
-    def register(self, instance_id: str, state: WorkflowState = S.PENDING) -> None:
-        """Start tracking an instance in ``state`` (no transition is recorded)."""
-        self._states.setdefault(instance_id, state)
-        self._history.setdefault(instance_id, [])
-
-    async def transition(
+    def transition(
         self,
         instance_id: str,
         from_state: WorkflowState,
         to_state: WorkflowState,
         reason: str | None = None,
     ) -> StateTransition:
-        """Move ``instance_id`` from ``from_state`` to ``to_state`` and record it.
+        """The record of ``instance_id``'s move from ``from_state`` to ``to_state``.
 
         Raises:
-            WorkflowNotFound: The instance is not registered.
-            InvalidStateTransition: The instance is not in ``from_state``, or the table
-                does not allow the change.
+            InvalidStateTransition: The table does not allow the change.
         """
-        async with self._lock:
-            current = self._states.get(instance_id)
-            if current is None:
-                raise WorkflowNotFound(instance_id=instance_id)
-            if current != from_state:
-                raise InvalidStateTransition(
-                    from_state=str(current), to_state=str(to_state), instance_id=instance_id
-                )
-            check_transition(from_state, to_state, instance_id)
-            record = StateTransition(from_state, to_state, self.now(), reason)
-            self._states[instance_id] = to_state
-            self._history[instance_id].append(record)
-            return record
-
-    async def get_state(self, instance_id: str) -> WorkflowState:
-        """The instance's current state.
-
-        Raises:
-            WorkflowNotFound: The instance is not registered.
-        """
-        try:
-            return self._states[instance_id]
-        except KeyError:
-            raise WorkflowNotFound(instance_id=instance_id) from None
-
-    async def get_state_history(self, instance_id: str) -> list[StateTransition]:
-        """Every recorded transition of the instance, oldest first.
-
-        Raises:
-            WorkflowNotFound: The instance is not registered.
-        """
-        try:
-            return list(self._history[instance_id])
-        except KeyError:
-            raise WorkflowNotFound(instance_id=instance_id) from None
+        if not self.is_valid_transition(from_state, to_state):
+            raise InvalidStateTransition(
+                from_state=str(from_state), to_state=str(to_state), instance_id=instance_id
+            )
+        return StateTransition(from_state, to_state, self.now(), reason)

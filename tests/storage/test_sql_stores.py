@@ -24,7 +24,7 @@ import attrs
 import pytest
 
 import dagflow
-from dagflow._engine import definition_hash
+from dagflow._serde import definition_hash
 from dagflow._errors import CheckpointError, StorageError
 from dagflow._models import (
     InstanceChanges,

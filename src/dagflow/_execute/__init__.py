@@ -13,14 +13,7 @@ from .._context import TaskContext
 from .._errors import TaskExecutionFailed
 from .._models import RetryPolicy, TaskDefinition, TaskOutput
 from .._protocols import TaskHandler
-from .flow import (
-    ApprovalHandler,
-    ConditionalHandler,
-    LoopHandler,
-    PluginFunction,
-    PluginHandler,
-    SubworkflowHandler,
-)
+from .plugin import PluginFunction, PluginHandler
 
 __all__ = ["DefaultTaskExecutor", "builtin_handlers", "to_output"]
 
@@ -29,7 +22,8 @@ _NOT_BUSY = contextlib.nullcontext()
 
 def builtin_handlers(plugins: Mapping[str, PluginFunction] | None = None
                      ) -> dict[str, TaskHandler]:
-    """A handler for every built-in task type (imported here, on first use)."""
+    """A handler for every built-in leaf task type (imported here, on first use). Loop,
+    Conditional, Subworkflow and Approval are the engine's own flow control."""
     from .cluster import DeployHandler, ScaleHandler
     from .command import CommandHandler
     from .query import QueryHandler
@@ -40,10 +34,6 @@ def builtin_handlers(plugins: Mapping[str, PluginFunction] | None = None
         "Query": QueryHandler(),
         "Deploy": DeployHandler(),
         "Scale": ScaleHandler(),
-        "Approval": ApprovalHandler(),
-        "Conditional": ConditionalHandler(),
-        "Loop": LoopHandler(),
-        "Subworkflow": SubworkflowHandler(),
         "Plugin": PluginHandler(plugins if plugins is not None else {}),
     }
 

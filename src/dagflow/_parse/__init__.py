@@ -25,6 +25,7 @@ __all__ = [
     "dump",
     "load",
     "loads",
+    "with_source",
 ]
 
 logger = logging.getLogger("dagflow")
@@ -74,6 +75,8 @@ class DefaultWorkflowParser:
         """
         report = check(workflow, plugins=self.plugins)
         _raise_for(report, None, None)
+        if self.plugins is None:
+            workflow._derived["valid"] = True
 
     def normalize(self, workflow: WorkflowDefinition) -> WorkflowDefinition:
         """The canonical form: defaults explicit, ``on_failure: Retry`` given the default
@@ -110,6 +113,8 @@ class DefaultWorkflowParser:
             report = check(wf, plugins=self.plugins)
         if report.errors:
             _raise_for(report, _positions(text, self.limits), filename)
+        if self.plugins is None:  # valid in any engine (plugins are checked at creation)
+            wf._derived["valid"] = True
         warnings = _place(report.warnings, _positions(text, self.limits)
                           if report.warnings else None, filename)
         return wf, warnings
@@ -310,6 +315,14 @@ def load(
     for warning in warnings:
         logger.warning("%s", warning)
     return wf
+
+
+def with_source(workflow: WorkflowDefinition, path: str) -> WorkflowDefinition:
+    """``workflow`` as read from the file at ``path`` (``source_path``), keeping what was
+    derived from it (its graph, that it was validated): the path changes neither."""
+    moved = attrs.evolve(workflow, source_path=path)
+    moved._derived.update(workflow._derived)
+    return moved
 
 
 def read_file(path: str | os.PathLike[str], limits: ParseLimits = DEFAULT_LIMITS) -> bytes:

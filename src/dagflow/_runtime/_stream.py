@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 import anyio
 
-from ._events import WorkflowEvent
-from ._state import TERMINAL_STATES
+from .._errors import WorkflowNotFound
+from .._events import WorkflowEvent
+from .._protocols import InstanceStore
+from .._state import TERMINAL_STATES
 
-if TYPE_CHECKING:
-    from ._engine import Engine
+__all__ = ["EventStream", "Waiter"]
 
-__all__ = ["EventStream"]
+#: For an instance running in this process, a function that returns at its next commit
+#: (or at its end); ``None`` when it does not run here.
+Waiter = Callable[[str], "Callable[[], Awaitable[None]] | None"]
 
 
 class EventStream:
     """An instance's events, in seq order; see :meth:`Engine.stream_events`."""
 
-    def __init__(self, engine: Engine, instance_id: str, after: int, follow: bool,
-                 poll_seconds: float) -> None:
-        self._engine = engine
+    def __init__(self, store: InstanceStore, waiter: Waiter, instance_id: str, after: int,
+                 follow: bool, poll_seconds: float) -> None:
+        self._store = store
+        self._waiter = waiter
         self._instance_id = instance_id
         self._seq = after
         self._follow = follow
@@ -36,19 +40,24 @@ class EventStream:
     def __aiter__(self) -> EventStream:
         return self
 
+    async def _state_is_final(self) -> bool:
+        instance = await self._store.load_workflow(self._instance_id)
+        if instance is None:
+            raise WorkflowNotFound(instance_id=self._instance_id)
+        return instance.state in TERMINAL_STATES
+
     async def __anext__(self) -> WorkflowEvent:
-        engine, instance_id = self._engine, self._instance_id
+        store, instance_id = self._store, self._instance_id
         if not self._checked:
-            await engine._load(instance_id)
+            await self._state_is_final()  # WorkflowNotFound for an unknown id
             self._checked = True
         while self._next >= len(self._buffer):
             self._buffer, self._next = [], 0
             if self._done:
                 raise StopAsyncIteration
-            run = engine._runs.get(instance_id)
             # the waiter is taken before reading, so a commit in between still wakes us
-            waiter = run.wait_changed if run is not None else None
-            self._buffer = await engine.store.load_events(instance_id, self._seq)
+            waiter = self._waiter(instance_id)
+            self._buffer = await store.load_events(instance_id, self._seq)
             if self._buffer:
                 break
             if not self._follow:
@@ -56,9 +65,8 @@ class EventStream:
             if waiter is not None:
                 await waiter()
                 continue
-            instance = await engine._load(instance_id)
-            if instance.state in TERMINAL_STATES and instance_id not in engine._runs:
-                self._buffer = await engine.store.load_events(instance_id, self._seq)
+            if await self._state_is_final() and self._waiter(instance_id) is None:
+                self._buffer = await store.load_events(instance_id, self._seq)
                 self._done = True
                 continue
             await anyio.sleep(self._poll)

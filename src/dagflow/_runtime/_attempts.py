@@ -1,0 +1,145 @@
+"""Running one unit (a task, or one iteration of a Loop): its attempts, retried with
+backoff under the task's policy, each one timed, and their outcome as a value."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+import attrs
+
+from .._context import Redactor, TaskContext
+from .._errors import ApprovalTimeout, TaskExecutionFailed
+from .._events import TaskRetrying, TaskStarted
+from .._execute._retry import backoff_seconds, effective_policy, is_retryable
+from .._expr import ExprError
+from .._models import Deploy, Scale, TaskOutput, TaskState, TaskStatus
+from ._book import Book, Unit
+
+__all__ = ["Attempts", "Dispatch", "Outcome"]
+
+T = TaskStatus
+
+#: Runs one attempt of a unit given its context: the scheduler's flow control for Loop,
+#: Conditional, Subworkflow and Approval, the executor for every other type.
+Dispatch = Callable[[Unit, TaskContext, "int | None"], Awaitable[TaskOutput]]
+
+
+@attrs.frozen
+class Outcome:
+    """How one task (all its attempts) ended."""
+
+    status: TaskStatus
+    output: TaskOutput | None = None
+    error: str | None = None
+    kind: str = ""
+    timed_out_approval: bool = False
+
+
+class _TimedOut(Exception):
+    """A task's own timeout fired (raised inside the attempt, turned into a failure)."""
+
+
+@attrs.define(eq=False, repr=False)
+class Attempts:
+    """Runs units of one instance: ``run_unit`` is all attempts of one."""
+
+    book: Book
+    dispatch: Dispatch
+
+    async def run_unit(self, unit: Unit, index: int | None) -> Outcome:
+        """All attempts of a task (or iteration): retries with backoff, each attempt timed."""
+        book = self.book
+        task = unit.task
+        policy = effective_policy(task)
+        tries_left = max(1, policy.max_attempts - unit.attempts) if policy else 1
+        clock = book.services.clock
+        while True:
+            tries_left -= 1
+            unit.attempts += 1
+            attempt = unit.attempts
+            unit.started_at = unit.started_at or clock.now()
+            done = book.record(
+                state=TaskState(unit.key, T.RUNNING, unit.started_at, None, attempt),
+                events=(book.event(TaskStarted, task_id=unit.key, attempt=attempt),))
+            await book.journal.durable(done)  # durable before the side effect (G2, G4)
+            if isinstance(task.type, Deploy | Scale) and task.config.checkpoint:
+                await book.snapshot()  # a recovery point before touching the cluster
+            outcome, retryable = await self._attempt(unit, attempt, index)
+            if outcome.status != T.FAILED or outcome.timed_out_approval:
+                return outcome
+            if not (retryable and tries_left > 0 and policy is not None
+                    and is_retryable(policy, kind=outcome.kind, reason=outcome.error or "")):
+                return outcome
+            delay = backoff_seconds(policy, attempt)
+            book.record(state=TaskState(unit.key, T.RUNNING, unit.started_at, None, attempt,
+                                        outcome.output, outcome.error),
+                        events=(book.event(TaskRetrying, task_id=unit.key, attempt=attempt,
+                                           delay_seconds=delay, error=outcome.error or ""),))
+            await clock.sleep(delay)
+
+    async def _attempt(self, unit: Unit, attempt: int, index: int | None
+                       ) -> tuple[Outcome, bool]:
+        """One attempt; returns its outcome and whether a failure may be retried."""
+        task = unit.task
+        redact = self.book.redactor
+        try:
+            ctx = self.book.context(unit, attempt, index)
+        except ExprError as exc:
+            return Outcome(T.FAILED, error=redact.text(exc.message), kind="reference"), False
+        timeout = task.timeout.total_seconds() if task.timeout is not None else None
+        try:
+            output = await self._with_timeout(timeout, self.dispatch(unit, ctx, index))
+        except _TimedOut:
+            return Outcome(T.FAILED, error=f"timed out after {timeout:g}s", kind="timeout"), True
+        except ApprovalTimeout as exc:
+            return Outcome(T.FAILED, error=str(exc), kind="approval_timeout",
+                           timed_out_approval=True), False
+        except TaskExecutionFailed as exc:
+            partial = redact_output(exc.output, redact) if exc.output is not None else None
+            return Outcome(T.FAILED, partial, redact.text(exc.reason), exc.kind), exc.retryable
+        except ExprError as exc:
+            return Outcome(T.FAILED, error=redact.text(exc.message), kind="reference"), False
+        except Exception as exc:
+            return Outcome(T.FAILED, error=redact.text(f"{type(exc).__name__}: {exc}"),
+                           kind=type(exc).__name__), True
+        if not task.config.collect_output:
+            output = TaskOutput(exit_code=output.exit_code, metrics=output.metrics)
+        return Outcome(T.COMPLETED, redact_output(output, redact)), False
+
+    async def _with_timeout(self, seconds: float | None, work: Awaitable[TaskOutput]
+                            ) -> TaskOutput:
+        """Await ``work``, failing with :class:`_TimedOut` after ``seconds`` on the clock."""
+        if seconds is None:
+            return await work
+        fired = False
+        result: TaskOutput | None = None
+        clock = self.book.services.clock
+        with anyio.CancelScope() as outer:
+            async with anyio.create_task_group() as tg:
+
+                async def watchdog() -> None:
+                    nonlocal fired
+                    await clock.sleep(seconds)
+                    fired = True
+                    outer.cancel()
+
+                tg.start_soon(watchdog)
+                result = await work
+                tg.cancel_scope.cancel()
+        if fired:  # a result that raced the deadline does not count (G10)
+            raise _TimedOut
+        if result is None:  # cancelled from outside while the watchdog was armed
+            raise _TimedOut
+        return result
+
+
+def redact_output(output: TaskOutput, redactor: Redactor) -> TaskOutput:
+    """``output`` with every known secret replaced by ``***``."""
+    if not redactor:
+        return output
+    return TaskOutput(
+        stdout=redactor.text(output.stdout) if output.stdout else output.stdout,
+        stderr=redactor.text(output.stderr) if output.stderr else output.stderr,
+        exit_code=output.exit_code, data=redactor.data(output.data), metrics=output.metrics)
+

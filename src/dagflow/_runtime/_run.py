@@ -1,0 +1,544 @@
+"""One running instance: the dynamic scheduler, joins, failure actions, pause/cancel, the
+flow-control task types, and the timers that keep a run honest (lease, control requests,
+timeout, checkpoints).
+
+A task starts the moment its last dependency is resolved, within ``max_parallel_tasks``;
+among ready tasks the one with the longest remaining path to the end of the workflow goes
+first.
+
+Durability order (G4): a task's Running record is committed before its handler runs, and
+its outcome before anything that depends on it starts — the journal commits in order, and
+a dependent waits for its own Running record, which comes later.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from typing import Any
+
+import anyio
+import attrs
+
+from .._context import TaskContext
+from .._errors import InvalidStateTransition, StorageError
+from .._events import (
+    TaskCancelled,
+    TaskCompleted,
+    TaskFailed,
+    TaskSkipped,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowEvent,
+    WorkflowFailed,
+    WorkflowPaused,
+    WorkflowResumed,
+    WorkflowStarted,
+    WorkflowWaitingApproval,
+)
+from .._expr import ExprError
+from .._models import (
+    Approval,
+    Conditional,
+    FailureAction,
+    JoinRule,
+    Loop,
+    Subworkflow,
+    TaskDefinition,
+    TaskOutput,
+    TaskState,
+    TaskStatus,
+    WorkflowState,
+)
+from ._attempts import Attempts, Outcome
+from ._book import RESOLVED, Book, Unit
+from ._ending import notify, rollback
+from ._flow import ChildRuns, evaluate_conditional, run_loop, run_subworkflow
+from ._gate import wait_for_approval
+
+__all__ = ["Run"]
+
+logger = logging.getLogger("dagflow")
+
+S = WorkflowState
+T = TaskStatus
+
+
+@attrs.define(eq=False, repr=False)
+class Run:
+    """The scheduler of one instance while this process runs it."""
+
+    book: Book
+    children: ChildRuns
+    attempts: Attempts = attrs.field(init=False)
+
+    waiting: list[int] = attrs.Factory(list)
+    priority: list[float] = attrs.Factory(list)
+    ready: list[tuple[float, int]] = attrs.Factory(list)
+    _to_decide: list[int] = attrs.Factory(list)
+    running: dict[int, anyio.CancelScope] = attrs.Factory(dict)
+    gates: int = 0
+    unresolved: int = 0
+    stopping: str | None = None  # "failed" | "rollback" | "cancelled"
+    failure: str | None = None
+    paused: bool = False
+    interrupted: str | None = None  # why running tasks were stopped to be resumed later
+    finished: anyio.Event = attrs.Factory(anyio.Event)
+    _tg: Any = None
+    _notifying: int = 0
+    _notified: anyio.Event = attrs.Factory(anyio.Event)
+
+    def __attrs_post_init__(self) -> None:
+        self.attempts = Attempts(self.book, self._dispatch)
+        self.priority = [-r for r in self.book.dag.remaining_path()]
+
+    def __repr__(self) -> str:
+        return (f"<Run {self.book.instance_id} {self.book.state} running={len(self.running)}"
+                f" unresolved={self.unresolved}>")
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def instance_id(self) -> str:
+        return self.book.instance_id
+
+    @property
+    def state(self) -> WorkflowState:
+        return self.book.state
+
+    def storage_failed(self, exc: BaseException) -> None:
+        """The store refuses our writes: stop everything; nothing more can be recorded."""
+        self.failure = f"store error: {exc}"
+        self.stopping = self.stopping or "failed"
+        for scope in self.running.values():
+            scope.cancel()
+        self.finished.set()
+
+    # ------------------------------------------------------------------ the run
+
+    async def execute(self, *, first_start: bool) -> None:
+        """Run until every task is resolved, then finish the instance (and roll back)."""
+        book = self.book
+        services = book.services
+        instance = book.instance
+        now = services.clock.now()
+        started = book.event(WorkflowStarted if first_start else WorkflowResumed,
+                             **({"workflow_id": instance.workflow_id} if first_start else {}))
+        fields = {"started_at": now} if first_start else {}
+        if book.state == S.RUNNING:  # recovered after a crash: it never stopped running
+            book.record(events=(started,), fields=fields)
+        else:
+            book.transition(S.RUNNING, "started" if first_start else "resumed", (started,),
+                            fields)
+        timeout = instance.definition.config.timeout_seconds
+        began = instance.started_at or now
+        interval = (services.settings.checkpoint_interval_seconds
+                    or instance.definition.config.checkpoint_interval_seconds)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(book.journal.flusher)
+                tg.start_soon(self._keep_lease)
+                tg.start_soon(self._watch_controls)
+                if timeout:
+                    # measured from the first start: a recovered run keeps its deadline
+                    left = float(timeout) - (now - began).total_seconds()
+                    tg.start_soon(self._watch_timeout, float(timeout), max(0.0, left))
+                if interval:
+                    tg.start_soon(self._checkpoint_timer, float(interval))
+                self._begin()
+                await self.finished.wait()
+                while self._notifying:  # let gate notifications in flight arrive
+                    await self._notified.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            self._tg = None
+        if book.journal.error is None:
+            await self._finish_instance()
+            if book.state == S.PAUSED:  # a recovery point to resume from
+                await book.snapshot()
+        book.changed()
+
+    async def _keep_lease(self) -> None:
+        """Renew this process's lease on the instance; losing it stops the run (G9)."""
+        services = self.book.services
+        seconds = services.settings.lease_seconds
+        while True:
+            await anyio.sleep(seconds / 3)  # real time: leases expire in real time
+            try:
+                with services.clock.busy():
+                    kept = await services.leases.renew_lease(self.instance_id, services.owner,
+                                                             seconds)
+            except Exception as exc:
+                logger.warning("instance %s: cannot renew the lease: %s", self.instance_id,
+                               exc)
+                continue  # it may still be ours; commits are fenced either way
+            if not kept:
+                self.storage_failed(StorageError("another process took over this instance "
+                                                 "(its lease expired)"))
+                return
+
+    async def _watch_controls(self) -> None:
+        """Carry out cancel/pause/resume requests other processes left in the store."""
+        services = self.book.services
+        while True:
+            await anyio.sleep(services.settings.control_poll_seconds)  # real time, like I/O
+            try:
+                with services.clock.busy():
+                    requests = await services.controls.take_controls(self.instance_id)
+            except Exception as exc:
+                logger.warning("instance %s: cannot read control requests: %s",
+                               self.instance_id, exc)
+                continue
+            for action, reason in requests:
+                try:
+                    if action == "cancel":
+                        self.stop("cancelled", reason)
+                    elif action == "pause":
+                        self.pause()
+                    elif action == "resume":
+                        self.resume()
+                except InvalidStateTransition as exc:
+                    logger.warning("instance %s: %s request ignored: %s", self.instance_id,
+                                   action, exc)
+
+    async def _checkpoint_timer(self, interval: float) -> None:
+        """A snapshot ``interval`` after the first change since the last one: an idle run
+        (waiting for people) neither writes snapshots nor keeps a fake clock busy."""
+        book = self.book
+        while True:
+            if not book.changed_since_snapshot:
+                await book.wait_changed()
+                continue
+            await book.services.clock.sleep(interval)
+            await book.snapshot()
+
+    def _begin(self) -> None:
+        book = self.book
+        n = len(book.tasks)
+        parents = book.dag.parents
+        status = book.status
+        self.unresolved = sum(1 for s in status if s not in RESOLVED)
+        self.waiting = [sum(1 for p in parents[i] if status[p] not in RESOLVED)
+                        for i in range(n)]
+        self._to_decide = [i for i in reversed(range(n))
+                           if status[i] == T.PENDING and not self.waiting[i]]
+        self._settle()
+
+    async def _watch_timeout(self, seconds: float, left: float) -> None:
+        await self.book.services.clock.sleep(left)
+        self.stop("cancelled", f"workflow timed out after {seconds:g}s (config.timeout_seconds)")
+
+    # ------------------------------------------------------------------ deciding
+
+    def _decide(self, i: int) -> None:
+        """All of task ``i``'s dependencies are resolved: run it, skip it or cancel it."""
+        book = self.book
+        task = book.tasks[i]
+        if self.stopping is not None and task.join != JoinRule.ALL_DONE:
+            self._resolve(i, T.CANCELLED, f"workflow {self._stopping_word()}")
+            return
+        reason = self._skip_reason(i, task)
+        if reason is None and i in book.conditions:
+            try:
+                if not book.conditions[i].evaluate(book.resolver(i, None)):
+                    reason = f"condition is false: {task.condition}"
+            except ExprError as exc:
+                self._fail_now(i, f"cannot evaluate condition {task.condition!r}: "
+                                  f"{exc.message}")
+                return
+        if reason is not None:
+            self._resolve(i, T.SKIPPED, reason)
+            return
+        heapq.heappush(self.ready, (self.priority[i], i))
+
+    def _skip_reason(self, i: int, task: TaskDefinition) -> str | None:
+        book = self.book
+        parents = book.dag.parents[i]
+        if not parents:
+            return None
+        status, ids, branch = book.status, book.dag.ids, book.branch
+        for p in parents:  # a Conditional's branch not taken
+            if p in branch:
+                spec = book.tasks[p].type
+                assert isinstance(spec, Conditional)
+                taken = spec.true_branch if branch[p] else spec.false_branch
+                other = spec.false_branch if branch[p] else spec.true_branch
+                if task.id in other and task.id not in taken:
+                    return f"branch not taken: {ids[p]!r} chose " + (
+                        "true_branch" if branch[p] else "false_branch")
+        join = task.join
+        if join == JoinRule.ALL_DONE:
+            return None
+        if join == JoinRule.ALL_SUCCESS:
+            bad = [ids[p] for p in parents if status[p] != T.COMPLETED]
+            return (f"join all_success: {', '.join(map(repr, bad))} did not complete"
+                    if bad else None)
+        if join == JoinRule.ONE_SUCCESS:
+            ok = any(status[p] == T.COMPLETED for p in parents)
+            return None if ok else "join one_success: no dependency completed"
+        failed = [ids[p] for p in parents if status[p] in (T.FAILED, T.CANCELLED)
+                  and not book.continued[p]]
+        if failed:
+            return f"dependency {', '.join(map(repr, failed))} failed"
+        if all(status[p] == T.SKIPPED for p in parents):
+            return "every dependency was skipped"
+        return None
+
+    def _resolve(self, i: int, status: TaskStatus, reason: str) -> None:
+        """Skip or cancel a task that never started; its dependents are decided next."""
+        book = self.book
+        if book.status[i] != T.PENDING:
+            return
+        book.status[i] = status
+        book.errors[i] = reason if status == T.CANCELLED else None
+        self.unresolved -= 1
+        task_id = book.tasks[i].id
+        cls = TaskSkipped if status == T.SKIPPED else TaskCancelled
+        book.record(state=TaskState(task_id, status, attempts=book.attempts[i],
+                                    completed_at=book.services.clock.now(),
+                                    error=book.errors[i]),
+                    events=(book.event(cls, task_id=task_id, reason=reason),))
+        self._release(i)
+
+    def _release(self, i: int) -> None:
+        """Task ``i`` is resolved: count it off its dependents; the ready ones are decided
+        by :meth:`_settle` (a worklist, so a long chain of skips cannot recurse deeply)."""
+        waiting, status, todo = self.waiting, self.book.status, self._to_decide
+        for c in self.book.dag.children[i]:
+            waiting[c] -= 1
+            if not waiting[c] and status[c] == T.PENDING:
+                todo.append(c)
+
+    def _settle(self) -> None:
+        """Decide every task whose dependencies just resolved, then start what can start."""
+        todo = self._to_decide
+        status = self.book.status
+        while todo:
+            c = todo.pop()
+            if status[c] == T.PENDING:
+                self._decide(c)
+        self._pump()
+        self._check_done()
+
+    def _pump(self) -> None:
+        """Start ready tasks while there are free slots."""
+        book = self.book
+        limit = book.instance.definition.config.max_parallel_tasks
+        ready, running = self.ready, self.running
+        while ready and len(running) < limit and not self.paused and self._tg is not None:
+            _, i = heapq.heappop(ready)
+            if book.status[i] != T.PENDING:
+                continue
+            book.status[i] = T.RUNNING
+            running[i] = anyio.CancelScope()
+            self._tg.start_soon(self._run_task, i)
+        self.update_activity()
+
+    def _check_done(self) -> None:
+        if not self.running and (self.unresolved == 0 or self.interrupted is not None):
+            self.finished.set()
+
+    def update_activity(self) -> None:
+        """Move the run between Running and WaitingApproval as approval gates open and
+        close (WaitingApproval: only gates are left)."""
+        book = self.book
+        if self.stopping is not None or book.state not in (S.RUNNING, S.WAITING_APPROVAL):
+            return
+        gates_only = bool(self.running) and self.gates == len(self.running) and not self.ready
+        if gates_only and book.state == S.RUNNING:
+            book.transition(S.WAITING_APPROVAL, "only approval gates are pending",
+                            (book.event(WorkflowWaitingApproval),))
+        elif not gates_only and book.state == S.WAITING_APPROVAL:
+            book.transition(S.RUNNING, "work resumed")
+
+    def _stopping_word(self) -> str:
+        return "cancelled" if self.stopping == "cancelled" else "failed"
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self, kind: str, reason: str) -> None:
+        """Fail or cancel the run: stop running tasks (not ``all_done`` ones), cancel the
+        tasks that did not start, let cleanup tasks run, then finish."""
+        if self.stopping is not None:
+            if kind == "cancelled" and self.stopping != "cancelled":
+                self.stopping, self.failure = "cancelled", reason
+            return
+        self.stopping = kind
+        self.failure = reason
+        if self.paused:
+            self.paused = False
+        tasks = self.book.tasks
+        for i, scope in list(self.running.items()):
+            if tasks[i].join != JoinRule.ALL_DONE:
+                scope.cancel()
+        for i, status in enumerate(self.book.status):
+            if status == T.PENDING and tasks[i].join != JoinRule.ALL_DONE:
+                self._resolve(i, T.CANCELLED, f"workflow {self._stopping_word()}")
+        self._settle()
+
+    def interrupt(self, reason: str) -> None:
+        """Stop running tasks now and leave the instance Paused: what they were doing runs
+        again on resume (Ctrl-C in ``dagflow run``, or a host shutting down)."""
+        if self.stopping is not None or self.interrupted is not None:
+            return
+        self.interrupted = reason
+        self.paused = True
+        for scope in self.running.values():
+            scope.cancel()
+        self._check_done()
+
+    def pause(self) -> None:
+        """Let running tasks finish; start nothing new."""
+        book = self.book
+        if book.state not in (S.RUNNING, S.WAITING_APPROVAL):
+            raise InvalidStateTransition(from_state=str(book.state), to_state=str(S.PAUSED),
+                                         instance_id=self.instance_id)
+        book.transition(S.PAUSED, "paused", (book.event(WorkflowPaused),))
+        self.paused = True
+
+    def resume(self) -> None:
+        """Start ready tasks again."""
+        book = self.book
+        if book.state != S.PAUSED:
+            raise InvalidStateTransition(from_state=str(book.state), to_state=str(S.RUNNING),
+                                         instance_id=self.instance_id)
+        book.transition(S.RUNNING, "resumed", (book.event(WorkflowResumed),))
+        self.paused = False
+        self._settle()
+
+    # ------------------------------------------------------------------ running a task
+
+    async def _run_task(self, i: int) -> None:
+        book = self.book
+        task = book.tasks[i]
+        unit = Unit(task.id, task.id, task, book.attempts[i], started_at=book.started_at[i])
+        scope = self.running[i]
+        outcome = Outcome(T.CANCELLED, error=f"workflow {self._stopping_word()}")
+        try:
+            with scope:
+                outcome = await self.attempts.run_unit(unit, i)
+        except StorageError:
+            outcome = Outcome(T.FAILED, error=self.failure or "store error")
+        finally:
+            book.attempts[i] = unit.attempts
+            book.started_at[i] = unit.started_at
+        self._complete(i, outcome)
+        self._settle()
+
+    async def _dispatch(self, unit: Unit, ctx: TaskContext, index: int | None) -> TaskOutput:
+        """One attempt: flow control here, every other task type through the executor."""
+        spec = ctx.spec
+        if isinstance(spec, Loop):
+            return await run_loop(self.book, self.attempts, ctx, spec, index)
+        if isinstance(spec, Conditional):
+            return evaluate_conditional(self.book, ctx, spec, index)
+        if isinstance(spec, Subworkflow):
+            return await run_subworkflow(self.book, self.children, ctx, spec)
+        if isinstance(spec, Approval):
+            return await wait_for_approval(self.book, self, unit, ctx, spec)
+        return await self.book.services.executor.execute_task(unit.task, ctx)
+
+    def _complete(self, i: int, outcome: Outcome) -> None:
+        book = self.book
+        task = book.tasks[i]
+        self.running.pop(i, None)
+        status = outcome.status
+        if status == T.CANCELLED and self.interrupted is not None:
+            # back to Pending, attempts kept: it runs again when the instance resumes
+            book.status[i] = T.PENDING
+            book.record(state=TaskState(task.id, T.PENDING, book.started_at[i], None,
+                                        book.attempts[i], None, self.interrupted),
+                        events=(book.event(TaskCancelled, task_id=task.id,
+                                           reason=f"{self.interrupted}; runs again on resume"),))
+            return
+        if status == T.CANCELLED and self.stopping is None:
+            status = T.FAILED  # cancelled from inside (a handler's own scope): a failure
+        book.status[i] = status
+        book.outputs[i] = outcome.output
+        book.errors[i] = outcome.error
+        self.unresolved -= 1
+        now = book.services.clock.now()
+        if status == T.COMPLETED:
+            event: WorkflowEvent = book.event(TaskCompleted, task_id=task.id,
+                                              output=outcome.output or TaskOutput(),
+                                              attempt=book.attempts[i])
+            book.completion_order.append(i)
+            if isinstance(task.type, Conditional):
+                book.choose_branch(i, outcome.output)
+        elif status == T.FAILED:
+            event = book.event(TaskFailed, task_id=task.id, error=outcome.error or "failed",
+                               attempt=book.attempts[i], output=outcome.output)
+        else:
+            event = book.event(TaskCancelled, task_id=task.id, reason=outcome.error or "")
+        book.record(state=TaskState(task.id, status, book.started_at[i], now, book.attempts[i],
+                                    outcome.output, outcome.error), events=(event,))
+        if status == T.FAILED:
+            self._on_failure(i, outcome)
+        self._release(i)
+
+    def _on_failure(self, i: int, outcome: Outcome) -> None:
+        task = self.book.tasks[i]
+        reason = f"task {task.id!r} failed: {outcome.error}"
+        if outcome.timed_out_approval:
+            self.stop("cancelled", f"ApprovalTimeout: {outcome.error}")
+            return
+        action = task.config.on_failure
+        if action == FailureAction.CONTINUE:
+            self.book.continued[i] = True
+        elif action == FailureAction.ROLLBACK:
+            self.stop("rollback", reason)
+        else:
+            self.stop("failed", reason)
+
+    def _fail_now(self, i: int, error: str) -> None:
+        """A task fails before it starts (its condition cannot be evaluated)."""
+        self.book.status[i] = T.RUNNING  # as if it ran: _complete resolves a running task
+        self._complete(i, Outcome(T.FAILED, error=error))
+
+    # ------------------------------------------------------------------ notifications
+
+    def notify_soon(self, kind: str, event: WorkflowEvent) -> None:
+        """Send the workflow's notifications of ``kind`` in the run's task group; the
+        run waits for them before it ends."""
+        if self._tg is not None:
+            self._tg.start_soon(self._notify_in_background, kind, event)
+
+    async def _notify_in_background(self, kind: str, event: WorkflowEvent) -> None:
+        self._notifying += 1
+        try:
+            await notify(self.book, kind, event)
+        finally:
+            self._notifying -= 1
+            self._notified.set()
+            self._notified = anyio.Event()
+
+    # ------------------------------------------------------------------ the end
+
+    async def _finish_instance(self) -> None:
+        """Record the final state; roll back first when a task asked for it."""
+        book = self.book
+        now = book.services.clock.now()
+        if self.interrupted is not None and self.stopping is None and self.unresolved:
+            if book.state != S.PAUSED:
+                book.transition(S.PAUSED, self.interrupted, (book.event(WorkflowPaused),))
+        elif self.stopping == "cancelled":
+            reason = self.failure or "cancelled"
+            book.transition(S.CANCELLED, reason,
+                            (book.event(WorkflowCancelled, reason=reason),),
+                            {"completed_at": now, "error": reason})
+        elif self.stopping in ("failed", "rollback"):
+            error = self.failure or "failed"
+            book.transition(S.FAILED, error, (book.event(WorkflowFailed, error=error),),
+                            {"completed_at": now, "error": error})
+            if self.stopping == "rollback":
+                await book.journal.drain()
+                await rollback(book)
+        else:
+            book.transition(S.COMPLETED, "every task finished",
+                            (book.event(WorkflowCompleted),), {"completed_at": now})
+        await book.journal.drain()
+        kinds = {S.COMPLETED: "completed", S.FAILED: "failed", S.CANCELLED: "cancelled",
+                 S.ROLLED_BACK: "rolled_back"}
+        if book.state in kinds:
+            await notify(book, kinds[book.state])
