@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from ._approval.notify import Notifier as Notifier
     from ._approval.notify import SmtpSettings as SmtpSettings
     from ._approval.notify import WebhookNotifier as WebhookNotifier
+    from ._approval.store import DefaultApprovalSystem as DefaultApprovalSystem
+    from ._checkpoint import DefaultCheckpointManager as DefaultCheckpointManager
     from ._clock import SystemClock as SystemClock
     from ._context import Resources as Resources
     from ._context import TaskContext as TaskContext
@@ -109,11 +111,16 @@ if TYPE_CHECKING:
     from ._parse import dump as dump
     from ._parse import load as load
     from ._parse import loads as loads
+    from ._protocols import ApprovalStore as ApprovalStore
     from ._protocols import ApprovalSystem as ApprovalSystem
     from ._protocols import CheckpointManager as CheckpointManager
+    from ._protocols import CheckpointStore as CheckpointStore
     from ._protocols import Clock as Clock
     from ._protocols import ClusterClient as ClusterClient
+    from ._protocols import ControlStore as ControlStore
     from ._protocols import DagBuilder as DagBuilder
+    from ._protocols import InstanceStore as InstanceStore
+    from ._protocols import LeaseStore as LeaseStore
     from ._protocols import SecretProvider as SecretProvider
     from ._protocols import StateMachine as StateMachine
     from ._protocols import TaskExecutor as TaskExecutor
@@ -127,6 +134,7 @@ if TYPE_CHECKING:
     from ._settings import EngineSettings as EngineSettings
     from ._state import DefaultStateMachine as DefaultStateMachine
     from ._storage import MemoryStorage as MemoryStorage
+    from ._storage.composed import ComposedStorage as ComposedStorage
     from ._sync import run as run
 
 __all__ = [
@@ -138,6 +146,7 @@ __all__ = [
     "ApprovalRequest",
     "ApprovalRequired",
     "ApprovalStatus",
+    "ApprovalStore",
     "ApprovalSystem",
     "ApprovalTimeout",
     "ApprovalVote",
@@ -145,14 +154,19 @@ __all__ = [
     "CheckpointCreated",
     "CheckpointError",
     "CheckpointManager",
+    "CheckpointStore",
     "Clock",
     "ClusterClient",
     "Command",
+    "ComposedStorage",
     "Conditional",
+    "ControlStore",
     "CycleDetected",
     "DagBuilder",
     "DagEdge",
     "DagNode",
+    "DefaultApprovalSystem",
+    "DefaultCheckpointManager",
     "DefaultDagBuilder",
     "DefaultStateMachine",
     "DefaultTaskExecutor",
@@ -169,8 +183,10 @@ __all__ = [
     "FailureAction",
     "Http",
     "InstanceChanges",
+    "InstanceStore",
     "InvalidStateTransition",
     "JoinRule",
+    "LeaseStore",
     "Loop",
     "MemoryApprovalSystem",
     "MemoryStorage",
@@ -248,6 +264,14 @@ __all__ = [
 ]
 
 _LAZY: dict[str, str] = {
+    "DefaultApprovalSystem": "._approval.store",
+    "DefaultCheckpointManager": "._checkpoint",
+    "ComposedStorage": "._storage.composed",
+    "InstanceStore": "._protocols",
+    "CheckpointStore": "._protocols",
+    "LeaseStore": "._protocols",
+    "ApprovalStore": "._protocols",
+    "ControlStore": "._protocols",
     "DagEdge": "._dag",
     "DagNode": "._dag",
     "DefaultDagBuilder": "._dag",

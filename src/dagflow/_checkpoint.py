@@ -15,31 +15,44 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import attrs
 
 from ._errors import CheckpointError
 from ._models import Checkpoint, TaskState, WorkflowInstance
+from ._protocols import CheckpointStore
 from ._serde import make_converter
 from ._storage._sql import Checksums
 
-__all__ = ["DefaultCheckpointManager"]
+__all__ = ["CheckpointBackend", "DefaultCheckpointManager", "apply_checkpoint"]
+
+
+class CheckpointBackend(CheckpointStore, Protocol):
+    """What the default CheckpointManager needs of a store: its checkpoint part, and
+    reading an instance back (to restore it). Every dagflow store has both."""
+
+    async def load_workflow(self, instance_id: str) -> WorkflowInstance | None:
+        """Load an instance, or ``None`` if there is none with this id."""
+        ...
 
 
 @attrs.define(eq=False)
 class DefaultCheckpointManager:
-    """The default :class:`~dagflow.CheckpointManager`, over a WorkflowStorage.
+    """The default :class:`~dagflow.CheckpointManager`, over a store.
+
+    Subclass it to change one method and pass it as ``Engine(checkpoints=...)``.
 
     Args:
-        store: Where snapshots are kept.
+        store: Where snapshots are kept (any dagflow store).
         key: HMAC key for checksums (default: SHA-256 without a key).
         now: Where timestamps come from (the engine's clock).
     """
 
-    store: Any
-    key: bytes | None = None
-    now: Any = None
+    store: CheckpointBackend
+    key: bytes | None = attrs.field(default=None, kw_only=True)
+    now: Callable[[], dt.datetime] | None = attrs.field(default=None, kw_only=True)
     _checksum: Checksums = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:

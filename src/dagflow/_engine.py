@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import attrs
 
-from ._approval.store import StoreApprovalSystem
+from ._approval.store import DefaultApprovalSystem
 from ._checkpoint import DefaultCheckpointManager
 from ._clock import Clock, SystemClock
 from ._context import Resources, TaskHandler
@@ -55,6 +55,7 @@ from ._runtime._stream import EventStream
 from ._settings import EngineSettings
 from ._state import TERMINAL_STATES, DefaultStateMachine
 from ._storage import MemoryStorage, open_storage
+from ._storage.composed import ComposedStorage
 
 __all__ = ["Engine", "EnvSecretProvider", "EventStream"]
 
@@ -157,12 +158,15 @@ class Engine:
         self.dag_builder: DagBuilder = (dag_builder if dag_builder is not None
                                         else DefaultDagBuilder())
         self.approvals: ApprovalSystem = approvals if approvals is not None else (
-            StoreApprovalSystem(self.store, self.clock, self.settings.approval_poll_seconds))
+            DefaultApprovalSystem(self.store, clock=self.clock,
+                                  poll_seconds=self.settings.approval_poll_seconds))
         self.plugins: dict[str, PluginFunction] = dict(plugins or {})
         self.task_types: dict[str, type[Any]] = dict(task_types or {})
-        if hasattr(self.store, "task_types"):
+        parts = (self.store if isinstance(self.store, ComposedStorage)
+                 else ComposedStorage(self.store))
+        if hasattr(parts.instances, "task_types"):
             # the store reads definition snapshots, which may use our custom task types
-            self.store.task_types = self.task_types
+            parts.instances.task_types = self.task_types
         if executor is None:
             executor = DefaultTaskExecutor(builtin_handlers(self.plugins),
                                            {cls: name for name, cls in self.task_types.items()})
@@ -192,12 +196,12 @@ class Engine:
             *notifiers,
         ]
         services = Services(
-            instances=self.store, leases=self.store, controls=self.store,
+            instances=parts.instances, leases=parts.leases, controls=parts.controls,
             checkpoints=self.checkpoints, approvals=self.approvals, executor=self.executor,
             state_machine=self.state_machine, dag_builder=self.dag_builder, clock=self.clock,
             secrets=self.secrets, settings=self.settings, environ=self.environ,
             resources=self.resources, notifiers=self.notifiers, smtp=self.smtp,
-            owner=self.owner, durable=not isinstance(self.store, MemoryStorage))
+            owner=self.owner, durable=not isinstance(parts.instances, MemoryStorage))
         catalog = Catalog(self.parser, parser is None, self.workflows, self.workflow_dirs,
                           self.plugins)
         self._runner = Runner(services, catalog)

@@ -24,7 +24,6 @@ import attrs
 import pytest
 
 import dagflow
-from dagflow._serde import definition_hash
 from dagflow._errors import CheckpointError, StorageError
 from dagflow._models import (
     InstanceChanges,
@@ -34,6 +33,7 @@ from dagflow._models import (
     WorkflowInstance,
     WorkflowState,
 )
+from dagflow._serde import definition_hash
 from dagflow._storage import open_storage
 from dagflow._storage._sql import SCHEMA_VERSION, Checksums, SqlStorage
 from dagflow._storage.postgres import PostgresStorage

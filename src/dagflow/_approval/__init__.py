@@ -1,6 +1,6 @@
 """Approval gates: the rules, and the ApprovalSystem implementations."""
 
 from .memory import MemoryApprovalSystem
-from .store import StoreApprovalSystem
+from .store import DefaultApprovalSystem, StoreApprovalSystem
 
-__all__ = ["MemoryApprovalSystem", "StoreApprovalSystem"]
+__all__ = ["DefaultApprovalSystem", "MemoryApprovalSystem", "StoreApprovalSystem"]

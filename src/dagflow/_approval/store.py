@@ -13,37 +13,44 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 
-from .._clock import SystemClock
+from .._clock import Clock, SystemClock
 from .._errors import ApprovalError
 from .._models import ApprovalRequest, ApprovalStatus
 from ._rules import apply_vote, identity, may_still_vote, new_approval_id, status_of
 
-__all__ = ["StoreApprovalSystem"]
+if TYPE_CHECKING:
+    from .._protocols import ApprovalStore
+
+__all__ = ["DefaultApprovalSystem", "StoreApprovalSystem"]
 
 
 @attrs.define(eq=False)
-class StoreApprovalSystem:
-    """The default :class:`~dagflow.ApprovalSystem`, over a WorkflowStorage.
+class DefaultApprovalSystem:
+    """The default :class:`~dagflow.ApprovalSystem`, over a store's approval part.
+
+    Subclass it to change one method (say, to tell a chat channel in
+    :meth:`request_approval`) and pass it as ``Engine(approvals=...)``.
 
     Args:
-        store: Where gates live (any dagflow store).
+        store: Where gates live (any :class:`~dagflow.ApprovalStore`; every dagflow store
+            is one).
         clock: Where ``now`` comes from: deadlines and the time of each vote.
         poll_seconds: How often a waiting gate looks for decisions made elsewhere.
     """
 
-    store: Any
-    clock: Any = attrs.Factory(SystemClock)
-    poll_seconds: float = 0.5
+    store: ApprovalStore
+    clock: Clock = attrs.field(factory=SystemClock, kw_only=True)
+    poll_seconds: float = attrs.field(default=0.5, kw_only=True)
     _changed: dict[str, anyio.Event] = attrs.Factory(dict)
     _any: anyio.Event = attrs.Factory(anyio.Event)
 
     def __repr__(self) -> str:
-        return f"<StoreApprovalSystem store={type(self.store).__name__}>"
+        return f"<DefaultApprovalSystem store={type(self.store).__name__}>"
 
     def _now(self) -> dt.datetime:
         now: dt.datetime = self.clock.now()
@@ -121,7 +128,7 @@ class StoreApprovalSystem:
         if request is None:
             raise ApprovalError(f"no approval has id {approval_id!r} (dagflow approvals "
                                 "lists the open ones)", approval_id=approval_id)
-        return request  # type: ignore[no-any-return]
+        return request
 
     async def wait_for_change(self, approval_id: str, seen_votes: int) -> None:
         """Return once the gate has more than ``seen_votes`` votes or was cancelled,
@@ -168,3 +175,7 @@ class StoreApprovalSystem:
             event.set()
         self._any.set()
         self._any = anyio.Event()
+
+
+#: The name this class had before it was exported (kept for the CLI and old imports).
+StoreApprovalSystem = DefaultApprovalSystem
