@@ -333,7 +333,7 @@ def find_cycle(parents: Sequence[Sequence[int]], candidates: Sequence[int]) -> l
     return []
 
 
-@attrs.frozen
+@attrs.define
 class DefaultDagBuilder:
     """Builds :class:`WorkflowDag` s; the default :class:`~dagflow.DagBuilder`."""
 

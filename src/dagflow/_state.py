@@ -52,7 +52,7 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@attrs.frozen
+@attrs.define
 class DefaultStateMachine:
     """The default :class:`~dagflow.StateMachine`: the transition table above.
 

@@ -38,7 +38,7 @@ def _format_for(path: str | os.PathLike[str]) -> Format:
     return "json" if str(path).lower().endswith(".json") else "yaml"
 
 
-@attrs.frozen
+@attrs.define
 class DefaultWorkflowParser:
     """The default :class:`~dagflow.WorkflowParser`: strict, bounded, all problems at once.
 

@@ -38,7 +38,9 @@ class ComposedStorage:
         engine = dagflow.Engine(store=store)
 
     Leases fence commits only when the lease part and the instance part are one store;
-    with parts from different places, run one engine per instance store.
+    with parts from different places, run one engine per instance store. The SQL stores
+    keep an instance's lease on its row, so their lease part goes with their instance
+    part; the memory store's leases go with any instance part.
 
     Args:
         default: Where every part not given lives.

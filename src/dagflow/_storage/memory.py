@@ -190,8 +190,8 @@ class MemoryStorage:
 
     async def acquire_lease(self, instance_id: str, owner: str, seconds: float) -> bool:
         """Take or renew the right to drive an instance (False if someone else has it, or
-        took it since ``owner`` last held it)."""
-        self._get(instance_id)
+        took it since ``owner`` last held it). A lease names an instance id: the instance
+        itself may live in another store (``ComposedStorage``)."""
         now = time.time()
         holder = self._leases.get(instance_id)
         if holder is not None and holder[0] != owner and holder[1] > now:
@@ -262,7 +262,6 @@ class MemoryStorage:
 
     async def lease_of(self, instance_id: str) -> tuple[str | None, float]:
         """Who holds the lease and until when (Unix time)."""
-        self._get(instance_id)
         return self._leases.get(instance_id, (None, 0.0))
 
     def _get(self, instance_id: str) -> _Record:
