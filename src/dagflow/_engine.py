@@ -201,7 +201,8 @@ class Engine:
             state_machine=self.state_machine, dag_builder=self.dag_builder, clock=self.clock,
             secrets=self.secrets, settings=self.settings, environ=self.environ,
             resources=self.resources, notifiers=self.notifiers, smtp=self.smtp,
-            owner=self.owner, durable=not isinstance(parts.instances, MemoryStorage))
+            # only the plain memory store is known to lose everything at a crash anyway
+            owner=self.owner, durable=type(parts.instances) is not MemoryStorage)
         catalog = Catalog(self.parser, parser is None, self.workflows, self.workflow_dirs,
                           self.plugins)
         self._runner = Runner(services, catalog)

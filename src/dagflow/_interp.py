@@ -162,8 +162,12 @@ def _strings(value: Any) -> Iterator[str]:
 def definition_refs(definition: WorkflowDefinition) -> list[Ref]:
     """Every reference in the tasks of ``definition`` (variables excluded), once each.
 
-    Conditions hold references as ``${...}`` too, so one scan finds them all.
+    Conditions hold references as ``${...}`` too, so one scan finds them all (once per
+    definition: the answer is kept on it).
     """
+    cached: list[Ref] | None = definition._derived.get("refs")
+    if cached is not None:
+        return cached
     seen: dict[str, Ref] = {}
     for task in definition.tasks:
         for text in _task_strings(task):
@@ -174,4 +178,5 @@ def definition_refs(definition: WorkflowDefinition) -> list[Ref]:
             for part in parts:
                 if isinstance(part, Ref) and part.text not in seen:
                     seen[part.text] = part
-    return list(seen.values())
+    refs = definition._derived["refs"] = list(seen.values())
+    return refs

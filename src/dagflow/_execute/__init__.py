@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import anyio
 import attrs
 
 from .._context import TaskContext
 from .._errors import TaskExecutionFailed
-from .._models import RetryPolicy, TaskDefinition, TaskOutput
+from .._models import TaskDefinition, TaskOutput
 from .._protocols import TaskHandler
 from .plugin import PluginFunction, PluginHandler
 
 __all__ = ["DefaultTaskExecutor", "builtin_handlers", "to_output"]
-
-_NOT_BUSY = contextlib.nullcontext()
-
 
 def builtin_handlers(plugins: Mapping[str, PluginFunction] | None = None
                      ) -> dict[str, TaskHandler]:
@@ -87,10 +82,9 @@ class DefaultTaskExecutor:
 
     handlers: dict[str, TaskHandler] = attrs.Factory(builtin_handlers)
     type_names: dict[type[Any], str] = attrs.Factory(dict)
-    _scopes: dict[str, set[anyio.CancelScope]] = attrs.Factory(dict)
 
     def __repr__(self) -> str:
-        return f"<DefaultTaskExecutor types={len(self.handlers)} running={len(self._scopes)}>"
+        return f"<DefaultTaskExecutor types={len(self.handlers)}>"
 
     def handler_for(self, spec: Any) -> TaskHandler:
         """The handler of ``spec``'s task type.
@@ -98,8 +92,8 @@ class DefaultTaskExecutor:
         Raises:
             TaskExecutionFailed: No handler is registered for it.
         """
-        name = (self.type_names.get(type(spec)) or getattr(spec, "type_name", "")
-                or type(spec).__name__)
+        cls = type(spec)
+        name = self.type_names.get(cls) or cls.__dict__.get("type_name") or cls.__name__
         handler = self.handlers.get(name)
         if handler is None:
             raise TaskExecutionFailed(
@@ -109,49 +103,12 @@ class DefaultTaskExecutor:
         return handler
 
     async def execute_task(self, task: TaskDefinition, context: TaskContext) -> TaskOutput:
-        """Run one attempt; failures raise TaskExecutionFailed (or what the handler raised)."""
+        """Run one attempt; failures raise TaskExecutionFailed (or what the handler raised).
+
+        The engine cancels an attempt by cancelling the scope it runs in.
+        """
         handler = self.handler_for(context.spec)
-        key = f"{context.instance_id}/{context.task_id}"
-        busy = context.clock.busy() if getattr(handler, "busy", True) else _NOT_BUSY
-        with anyio.CancelScope() as scope:
-            self._scopes.setdefault(key, set()).add(scope)
-            try:
-                with busy:
-                    return to_output(await handler(context))
-            finally:
-                scopes = self._scopes.get(key)
-                if scopes is not None:
-                    scopes.discard(scope)
-                    if not scopes:
-                        del self._scopes[key]
-        raise TaskExecutionFailed(task_id=context.task_id, reason="cancelled",
-                                  retryable=False, kind="cancelled")
-
-    async def execute_parallel(
-        self, tasks: Sequence[TaskDefinition], contexts: Sequence[TaskContext]
-    ) -> list[TaskOutput | BaseException]:
-        """One attempt of each task, concurrently; a failure is returned in its place."""
-        results: list[TaskOutput | BaseException] = [TaskOutput()] * len(tasks)
-
-        async def one(i: int) -> None:
-            try:
-                results[i] = await self.execute_task(tasks[i], contexts[i])
-            except Exception as exc:
-                results[i] = exc
-
-        async with anyio.create_task_group() as tg:
-            for i in range(len(tasks)):
-                tg.start_soon(one, i)
-        return results
-
-    async def retry_task(self, task: TaskDefinition, context: TaskContext,
-                         retry_policy: RetryPolicy, attempt: int) -> TaskOutput:
-        """Run ``task`` as attempt ``attempt`` (the engine waits the backoff before)."""
-        return await self.execute_task(task, attrs.evolve(context, attempt=attempt))
-
-    async def cancel_task(self, task_id: str) -> None:
-        """Cancel running attempts of ``task_id`` (``INSTANCE/TASK`` or a bare task id)."""
-        for key, scopes in list(self._scopes.items()):
-            if key == task_id or key.rpartition("/")[2] == task_id:
-                for scope in list(scopes):
-                    scope.cancel()
+        if getattr(handler, "busy", True):
+            with context.clock.busy():
+                return to_output(await handler(context))
+        return to_output(await handler(context))

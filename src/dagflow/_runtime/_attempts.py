@@ -54,15 +54,18 @@ class Attempts:
         policy = effective_policy(task)
         tries_left = max(1, policy.max_attempts - unit.attempts) if policy else 1
         clock = book.services.clock
+        durable = book.services.durable
         while True:
             tries_left -= 1
             unit.attempts += 1
             attempt = unit.attempts
-            unit.started_at = unit.started_at or clock.now()
+            now = clock.now()
+            unit.started_at = unit.started_at or now
             done = book.record(
                 state=TaskState(unit.key, T.RUNNING, unit.started_at, None, attempt),
-                events=(book.event(TaskStarted, task_id=unit.key, attempt=attempt),))
-            await book.journal.durable(done)  # durable before the side effect (G2, G4)
+                events=(book.event(TaskStarted, now, task_id=unit.key, attempt=attempt),))
+            if durable:  # durable before the side effect (G2, G4)
+                await book.journal.durable(done)
             if isinstance(task.type, Deploy | Scale) and task.config.checkpoint:
                 await book.snapshot()  # a recovery point before touching the cluster
             outcome, retryable = await self._attempt(unit, attempt, index)

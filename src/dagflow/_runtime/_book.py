@@ -4,6 +4,7 @@ context and the values of ``${...}`` references)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
@@ -93,6 +94,9 @@ class Book:
     at_gate: set[str] = attrs.Factory(set)
     redactor: Redactor = attrs.Factory(Redactor)
     journal: Journal = attrs.field(init=False)
+    # per task, computed on first use: whether its spec has references, its key
+    _has_refs: dict[str, bool] = attrs.Factory(dict)
+    _keys: dict[tuple[int, int | None], str] = attrs.Factory(dict)
     _changed: anyio.Event = attrs.Factory(anyio.Event)
     _snapshot_seq: int = -1
 
@@ -163,11 +167,12 @@ class Book:
 
     # ------------------------------------------------------------------ recording
 
-    def event(self, cls: type[WorkflowEvent], **fields: Any) -> WorkflowEvent:
-        """A new event with the next ``seq``."""
+    def event(self, cls: type[WorkflowEvent], at: dt.datetime | None = None,
+              **fields: Any) -> WorkflowEvent:
+        """A new event with the next ``seq``, timestamped ``at`` (default: now)."""
         self.seq += 1
         return cls(seq=self.seq, instance_id=self.instance.id,
-                   timestamp=self.services.clock.now(), **fields)
+                   timestamp=at if at is not None else self.services.clock.now(), **fields)
 
     def record(self, *, state: TaskState | None = None, events: tuple[WorkflowEvent, ...] = (),
                fields: Mapping[str, Any] | None = None,
@@ -247,17 +252,26 @@ class Book:
         """
         task = unit.task
         spec = task.type
-        if spec_has_refs(spec):
+        # a Loop's iterations share its template: one answer for all of them
+        kind = f"{unit.task_id}[]" if unit.loop_index is not None else unit.key
+        refs = self._has_refs.get(kind)
+        if refs is None:
+            refs = self._has_refs[kind] = spec_has_refs(spec)
+        if refs:
             spec = interpolate_spec(spec, self.resolver(index, unit))
         on_line = self._line_sink(unit.key) if task.config.stream_output else None
         services = self.services
+        where = (index if index is not None else -1, unit.loop_index)
+        key = self._keys.get(where)
+        if key is None:
+            key = self._keys[where] = idempotency_key(self.instance.id, unit.task_id,
+                                                      unit.loop_index)
         return TaskContext(
             task_id=unit.task_id, spec=spec, instance_id=self.instance.id,
             workflow_id=self.instance.workflow_id, task=task, attempt=attempt,
             variables=self.instance.execution_context.variables,
             workdir=self.instance.workdir or ".", environ=services.environ,
-            loop_index=unit.loop_index, item=unit.item,
-            idempotency_key=idempotency_key(self.instance.id, unit.task_id, unit.loop_index),
+            loop_index=unit.loop_index, item=unit.item, idempotency_key=key,
             clock=services.clock, redactor=self.redactor, on_line=on_line,
             resources=services.resources,
         )

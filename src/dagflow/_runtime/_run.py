@@ -36,6 +36,7 @@ from .._events import (
     WorkflowStarted,
     WorkflowWaitingApproval,
 )
+from .._execute import EMPTY_OUTPUT
 from .._expr import ExprError
 from .._models import (
     Approval,
@@ -77,6 +78,7 @@ class Run:
     ready: list[tuple[float, int]] = attrs.Factory(list)
     _to_decide: list[int] = attrs.Factory(list)
     running: dict[int, anyio.CancelScope] = attrs.Factory(dict)
+    limit: int = attrs.field(init=False)
     gates: int = 0
     unresolved: int = 0
     stopping: str | None = None  # "failed" | "rollback" | "cancelled"
@@ -91,6 +93,7 @@ class Run:
     def __attrs_post_init__(self) -> None:
         self.attempts = Attempts(self.book, self._dispatch)
         self.priority = [-r for r in self.book.dag.remaining_path()]
+        self.limit = self.book.instance.definition.config.max_parallel_tasks
 
     def __repr__(self) -> str:
         return (f"<Run {self.book.instance_id} {self.book.state} running={len(self.running)}"
@@ -122,8 +125,8 @@ class Run:
         services = book.services
         instance = book.instance
         now = services.clock.now()
-        started = book.event(WorkflowStarted if first_start else WorkflowResumed,
-                             **({"workflow_id": instance.workflow_id} if first_start else {}))
+        extra: dict[str, Any] = {"workflow_id": instance.workflow_id} if first_start else {}
+        started = book.event(WorkflowStarted if first_start else WorkflowResumed, **extra)
         fields = {"started_at": now} if first_start else {}
         if book.state == S.RUNNING:  # recovered after a crash: it never stopped running
             book.record(events=(started,), fields=fields)
@@ -312,28 +315,54 @@ class Run:
 
     def _settle(self) -> None:
         """Decide every task whose dependencies just resolved, then start what can start."""
+        self._decide_all()
+        self._pump()
+        self._check_done()
+
+    def _decide_all(self) -> None:
         todo = self._to_decide
         status = self.book.status
         while todo:
             c = todo.pop()
             if status[c] == T.PENDING:
                 self._decide(c)
-        self._pump()
-        self._check_done()
+
+    def _take(self) -> int | None:
+        """The next ready task to run, marked Running with its own cancel scope; ``None``
+        when nothing is ready or no slot is free (or the run is paused)."""
+        ready, running, status = self.ready, self.running, self.book.status
+        if self.paused or self._tg is None or len(running) >= self.limit:
+            return None
+        while ready:
+            _, i = heapq.heappop(ready)
+            if status[i] == T.PENDING:
+                status[i] = T.RUNNING
+                running[i] = anyio.CancelScope()
+                return i
+        return None
 
     def _pump(self) -> None:
-        """Start ready tasks while there are free slots."""
-        book = self.book
-        limit = book.instance.definition.config.max_parallel_tasks
-        ready, running = self.ready, self.running
-        while ready and len(running) < limit and not self.paused and self._tg is not None:
-            _, i = heapq.heappop(ready)
-            if book.status[i] != T.PENDING:
-                continue
-            book.status[i] = T.RUNNING
-            running[i] = anyio.CancelScope()
-            self._tg.start_soon(self._run_task, i)
+        """Start a worker for each ready task while there are free slots."""
+        while self.ready and (i := self._take()) is not None:
+            self._tg.start_soon(self._worker, i)
         self.update_activity()
+
+    async def _worker(self, i: int) -> None:
+        """Run task ``i``, then the next ready task, and so on: a chain of tasks is run by
+        one worker, with no new task spawned per step."""
+        done = 0
+        while True:
+            await self._run_task(i)
+            self._decide_all()
+            taken = self._take()
+            self._pump()  # workers for the others that became ready
+            if taken is None:
+                self._check_done()
+                return
+            i = taken
+            done += 1
+            if not done % 32:  # a long chain of instant tasks lets the others in too
+                await anyio.lowlevel.checkpoint()
 
     def _check_done(self) -> None:
         if not self.running and (self.unresolved == 0 or self.interrupted is not None):
@@ -343,6 +372,8 @@ class Run:
         """Move the run between Running and WaitingApproval as approval gates open and
         close (WaitingApproval: only gates are left)."""
         book = self.book
+        if not self.gates and book.state is S.RUNNING:
+            return  # the common case: no gate open, nothing to change
         if self.stopping is not None or book.state not in (S.RUNNING, S.WAITING_APPROVAL):
             return
         gates_only = bool(self.running) and self.gates == len(self.running) and not self.ready
@@ -414,7 +445,7 @@ class Run:
         task = book.tasks[i]
         unit = Unit(task.id, task.id, task, book.attempts[i], started_at=book.started_at[i])
         scope = self.running[i]
-        outcome = Outcome(T.CANCELLED, error=f"workflow {self._stopping_word()}")
+        outcome = None
         try:
             with scope:
                 outcome = await self.attempts.run_unit(unit, i)
@@ -423,8 +454,9 @@ class Run:
         finally:
             book.attempts[i] = unit.attempts
             book.started_at[i] = unit.started_at
+        if outcome is None:  # its scope was cancelled
+            outcome = Outcome(T.CANCELLED, error=f"workflow {self._stopping_word()}")
         self._complete(i, outcome)
-        self._settle()
 
     async def _dispatch(self, unit: Unit, ctx: TaskContext, index: int | None) -> TaskOutput:
         """One attempt: flow control here, every other task type through the executor."""
@@ -460,17 +492,18 @@ class Run:
         self.unresolved -= 1
         now = book.services.clock.now()
         if status == T.COMPLETED:
-            event: WorkflowEvent = book.event(TaskCompleted, task_id=task.id,
-                                              output=outcome.output or TaskOutput(),
+            event: WorkflowEvent = book.event(TaskCompleted, now, task_id=task.id,
+                                              output=outcome.output or EMPTY_OUTPUT,
                                               attempt=book.attempts[i])
             book.completion_order.append(i)
             if isinstance(task.type, Conditional):
                 book.choose_branch(i, outcome.output)
         elif status == T.FAILED:
-            event = book.event(TaskFailed, task_id=task.id, error=outcome.error or "failed",
-                               attempt=book.attempts[i], output=outcome.output)
+            event = book.event(TaskFailed, now, task_id=task.id,
+                               error=outcome.error or "failed", attempt=book.attempts[i],
+                               output=outcome.output)
         else:
-            event = book.event(TaskCancelled, task_id=task.id, reason=outcome.error or "")
+            event = book.event(TaskCancelled, now, task_id=task.id, reason=outcome.error or "")
         book.record(state=TaskState(task.id, status, book.started_at[i], now, book.attempts[i],
                                     outcome.output, outcome.error), events=(event,))
         if status == T.FAILED:

@@ -50,8 +50,10 @@ class Services:
         notifiers: Where notifications go.
         smtp: The mail server, if any (for the "no SMTP server" notice).
         owner: This engine's name in leases (host, process, a random part).
-        durable: Whether commits are worth waiting for (False for the memory store: a
-            crash loses everything anyway, so a run need not wait before side effects).
+        durable: Whether commits are worth waiting for: False for the plain memory
+            store (a crash loses everything anyway, so a task need not wait for its
+            Running record before it starts); a subclass of it may fail like a real
+            store, so it counts as durable.
     """
 
     instances: InstanceStore
