@@ -1,12 +1,28 @@
-"""The public surface of ``dagflow``: what ``__all__`` promises is there, and cheap."""
+"""The public surface of ``dagflow``: what ``__all__`` promises is there, and cheap.
+
+``dagflow._EXPORTS`` is the one list of public names; ``__all__``, lazy loading and the
+type checkers' imports all come from it (see the module docstring of ``dagflow``).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import dagflow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(code: str, *args: str) -> str:
+    """What a fresh interpreter running ``code`` prints (so that nothing this test process
+    imported or resolved earlier hides what ``import dagflow`` does)."""
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_all_names_resolve() -> None:
@@ -15,9 +31,44 @@ def test_all_names_resolve() -> None:
     assert missing == []
 
 
-def test_all_is_sorted_and_unique() -> None:
-    """``__all__`` is sorted and has no duplicates, so diffs of the API stay readable."""
-    assert list(dagflow.__all__) == sorted(set(dagflow.__all__))
+def test_all_is_the_sorted_export_list() -> None:
+    """``__all__`` is the export list, sorted and without duplicates, so diffs of the API
+    stay readable."""
+    assert list(dagflow.__all__) == sorted(set(dagflow._EXPORTS))
+
+
+def test_exports_name_private_modules() -> None:
+    """Each name points at a private module, never at another public name's module path
+    or a third-party package."""
+    assert [m for m in dagflow._EXPORTS.values() if not m.startswith("._")] == []
+
+
+def test_type_checking_imports_match_the_list() -> None:
+    """The ``if TYPE_CHECKING:`` imports that mypy and pyright read are exactly the ones
+    ``tools/public_api.py`` generates from ``_EXPORTS`` (run it after adding a name)."""
+    spec = importlib.util.spec_from_file_location("public_api", ROOT / "tools/public_api.py")
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    source = Path(dagflow.__file__).read_text(encoding="utf-8")
+    assert tool.exports(source) == dagflow._EXPORTS
+    assert tool.split(source)[1] == tool.render(dagflow._EXPORTS), (
+        "stale TYPE_CHECKING imports: run python tools/public_api.py")
+
+
+def test_star_import_and_dir_give_the_public_names() -> None:
+    """``from dagflow import *`` binds exactly ``__all__``, and ``dir(dagflow)`` shows it."""
+    namespace: dict[str, object] = {}
+    exec("from dagflow import *", namespace)
+    assert set(namespace) - {"__builtins__"} == set(dagflow.__all__)
+    assert set(dagflow.__all__) <= set(dir(dagflow))
+
+
+def test_enum_values_are_the_seed_names() -> None:
+    """``WorkflowState.RUNNING == "Running"``: enum values are the seed's names."""
+    assert dagflow.WorkflowState.RUNNING == "Running"
+    assert dagflow.WorkflowState.WAITING_APPROVAL == "WaitingApproval"
+    assert dagflow.TaskStatus.SKIPPED == "Skipped"
 
 
 def test_protocols_are_exported() -> None:
@@ -44,13 +95,6 @@ def test_error_hierarchy() -> None:
     assert issubclass(dagflow.ApprovalTimeout, dagflow.ApprovalError)
 
 
-def test_enum_values_are_the_seed_names() -> None:
-    """``WorkflowState.RUNNING == "Running"``: enum values are the seed's names."""
-    assert dagflow.WorkflowState.RUNNING == "Running"
-    assert dagflow.WorkflowState.WAITING_APPROVAL == "WaitingApproval"
-    assert dagflow.TaskStatus.SKIPPED == "Skipped"
-
-
 def test_version_is_the_distribution_version() -> None:
     """``dagflow.__version__`` comes from the installed metadata."""
     from importlib.metadata import version
@@ -62,16 +106,14 @@ def loaded_after(code: str, modules: set[str]) -> list[str]:
     """Which of ``modules`` a fresh interpreter has imported after running ``code``."""
     probe = (f"{code}\nimport json, sys\n"
              f"print(json.dumps(sorted(set({sorted(modules)!r}) & set(sys.modules))))\n")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout
-    found: list[str] = json.loads(out)
+    found: list[str] = json.loads(run_python(probe))
     return found
 
 
 def test_import_loads_no_optional_or_heavy_module() -> None:
-    """``import dagflow`` loads no driver, HTTP client, CLI or event loop library."""
-    heavy = {"httpx", "psycopg", "redis", "rich", "click", "anyio", "trio", "cattrs",
-             "ruamel.yaml", "asyncio"}
+    """``import dagflow`` loads no driver, HTTP client, CLI, event loop or attrs library."""
+    heavy = {"httpx", "psycopg", "redis", "rich", "click", "anyio", "trio", "attr", "attrs",
+             "cattrs", "ruamel.yaml", "asyncio", "importlib.metadata"}
     assert loaded_after("import dagflow", heavy) == []
 
 
