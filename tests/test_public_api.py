@@ -113,8 +113,16 @@ def loaded_after(code: str, modules: set[str]) -> list[str]:
 def test_import_loads_no_optional_or_heavy_module() -> None:
     """``import dagflow`` loads no driver, HTTP client, CLI, event loop or attrs library."""
     heavy = {"httpx", "psycopg", "redis", "rich", "click", "anyio", "trio", "attr", "attrs",
-             "cattrs", "ruamel.yaml", "asyncio", "importlib.metadata"}
+             "cattrs", "ruamel.yaml", "asyncio", "typing", "importlib.metadata"}
     assert loaded_after("import dagflow", heavy) == []
+
+
+def test_import_runs_only_the_package_file() -> None:
+    """``import dagflow`` imports no other module than itself and ``__future__``: the
+    names load on first use."""
+    code = ("import sys\nbefore = set(sys.modules)\nimport dagflow\n"
+            "print(sorted(set(sys.modules) - before))\n")
+    assert run_python(code) == "['__future__', 'dagflow']\n"
 
 
 def test_a_run_without_http_tasks_does_not_import_httpx() -> None:

@@ -10,7 +10,7 @@ it. Everything else follows from it:
 
 - ``__all__`` is ``sorted(_EXPORTS)``; ``dir(dagflow)`` lists the same names.
 - ``__getattr__`` (PEP 562) imports a name's module on first use, so ``import dagflow``
-  stays fast, does no I/O and loads no optional driver.
+  runs this file only: no I/O, no optional driver, not even ``typing``.
 - mypy and pyright cannot evaluate a dict, so they read the plain ``if TYPE_CHECKING:``
   imports at the end of this file. ``python tools/public_api.py`` writes them from
   ``_EXPORTS`` and ``tests/test_public_api.py`` fails when the two disagree. The other
@@ -24,7 +24,11 @@ document the name in ``docs/api.md``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+# Not `from typing import TYPE_CHECKING`: typing would be most of `import dagflow`'s time.
+# mypy and pyright treat any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # The public API: name -> the private module (relative to this package) that defines it.
 _EXPORTS: dict[str, str] = {
