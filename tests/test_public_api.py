@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pickle
 import subprocess
 import sys
+import traceback
+import types
+import typing
 from pathlib import Path
 
 import dagflow
@@ -62,6 +66,127 @@ def test_star_import_and_dir_give_the_public_names() -> None:
     exec("from dagflow import *", namespace)
     assert set(namespace) - {"__builtins__"} == set(dagflow.__all__)
     assert set(dagflow.__all__) <= set(dir(dagflow))
+
+
+def test_public_names_report_module_dagflow() -> None:
+    """Classes and functions say ``dagflow``, where users import them from, not the private
+    module that defines them; type aliases keep their origin's read-only ``__module__``."""
+    wrong = {}
+    for name in dagflow.__all__:
+        value = getattr(dagflow, name)
+        if typing.get_origin(value) is not None:
+            continue
+        if getattr(value, "__module__", "dagflow") != "dagflow":
+            wrong[name] = value.__module__
+    assert wrong == {}
+
+
+def test_renamed_names_pickle_repr_and_print_as_public() -> None:
+    """Pickle finds classes and functions under their public name, reprs and
+    tracebacks show it, and instances pickle and print as before."""
+    for name in dagflow.__all__:
+        value = getattr(dagflow, name)
+        if isinstance(value, type | types.FunctionType):
+            assert pickle.loads(pickle.dumps(value)) is value, name
+    wf = dagflow.loads("id: x\ntasks: [{id: a, type: {type: Command, command: echo}}]")
+    for instance in (wf, dagflow.WorkflowState.RUNNING, dagflow.RetryPolicy()):
+        assert pickle.loads(pickle.dumps(instance)) == instance
+    assert repr(dagflow.Engine) == "<class 'dagflow.Engine'>"
+    assert repr(dagflow.WorkflowState.RUNNING) == "<WorkflowState.RUNNING: 'Running'>"
+    assert repr(dagflow.RetryPolicy()).startswith("RetryPolicy(")
+    shown = traceback.format_exception_only(dagflow.StorageError("disk full"))
+    assert shown == ["dagflow.StorageError: disk full\n"]
+
+
+ANNOTATIONS_PROBE = """
+import importlib, typing
+import dagflow  # the package alone: nothing is renamed before a name is looked up
+
+def outcome(cls):
+    try:
+        return typing.get_type_hints(cls, include_extras=True)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+classes = {name: getattr(importlib.import_module(module, "dagflow"), name)
+           for name, module in dagflow._EXPORTS.items()}
+classes = {name: cls for name, cls in classes.items() if isinstance(cls, type)}
+assert all(cls.__module__.startswith("dagflow._") for cls in classes.values())
+before = {name: outcome(cls) for name, cls in classes.items()}
+for name in classes:
+    getattr(dagflow, name)
+assert all(cls.__module__ == "dagflow" for cls in classes.values())
+after = {name: outcome(cls) for name, cls in classes.items()}
+for name in classes:
+    if before[name] != after[name]:
+        print(f"{name}: {before[name]!r} -> {after[name]!r}")
+"""
+
+
+def test_annotations_resolve_as_before_the_rename() -> None:
+    """``typing.get_type_hints`` gives every public class the same hints (or the same
+    error, for a name imported only for type checkers) after the rename as before it."""
+    assert run_python(ANNOTATIONS_PROBE) == ""
+
+
+CONVERTER_PROBE = """
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import typing
+
+import anyio
+import attrs
+
+import dagflow
+from dagflow._serde import make_converter
+
+for name in dagflow.__all__:  # rename everything before anything resolves a type
+    getattr(dagflow, name)
+assert isinstance(attrs.fields(dagflow.WorkflowInstance).created_at.type, str)
+
+@attrs.frozen
+class Notify:
+    channel: str
+    at: dt.datetime | None = None  # a name from this module, not from dagflow's
+
+@attrs.frozen
+class LoudHttp(dagflow.Http):  # a user's subclass of a renamed class
+    volume: int = 1
+
+async def handle(ctx: dagflow.TaskContext) -> dict[str, str]:
+    return {"type": type(ctx.spec).__name__}
+
+async def main() -> dagflow.WorkflowInstance:
+    async with dagflow.Engine(store=f"sqlite:///{sys.argv[1]}") as engine:
+        engine.register_task_type("Notify", Notify, handle)
+        engine.register_task_type("LoudHttp", LoudHttp, handle)
+        wf = engine.loads(
+            "id: custom\\n"
+            "tasks:\\n"
+            "  - {id: a, type: {type: Notify, channel: ops, at: '2024-05-01T12:00:00Z'}}\\n"
+            "  - {id: b, type: {type: LoudHttp, url: 'http://127.0.0.1:9/', volume: 3},"
+            " depends_on: [a]}\\n")
+        return await engine.run(wf)
+
+instance = anyio.run(main)
+assert instance.state == dagflow.WorkflowState.COMPLETED, instance.error
+assert instance.outputs["b"].data == {"type": "LoudHttp"}
+converter = make_converter({"Notify": Notify, "LoudHttp": LoudHttp})
+assert converter.structure(converter.unstructure(instance), dagflow.WorkflowInstance) == instance
+assert typing.get_type_hints(dagflow.WorkflowInstance)["created_at"] is dt.datetime
+assert typing.get_type_hints(LoudHttp)["headers"] == dict[str, str]
+assert "RetryPolicy" in dagflow.json_schema()["$defs"]
+print("ok")
+"""
+
+
+def test_fresh_converter_after_the_rename(tmp_path: Path) -> None:
+    """With every public name renamed before any type was resolved, a workflow with a
+    custom task type (and a user's subclass of ``Http``) parses, runs, is stored in SQLite
+    and round-trips through a new converter."""
+    assert run_python(CONVERTER_PROBE, str(tmp_path / "store.db")) == "ok\n"
 
 
 def test_enum_values_are_the_seed_names() -> None:

@@ -20,9 +20,26 @@ it. Everything else follows from it:
 
 To add a name, add its line to ``_EXPORTS``, run ``python tools/public_api.py`` and
 document the name in ``docs/api.md``.
+
+Public classes and functions report ``__module__ == "dagflow"``, so reprs, tracebacks,
+pickles and the docs show the name users import, not where it happens to be defined.
+The rename happens on the first lookup of any name here, for every exported name whose
+module is imported by then: a name is renamed no later than its own first lookup, while
+an object that a module imported later hands out first (an error raised deep inside a
+run, say) shows its private module until then. Before renaming a class, its own
+annotations are evaluated in its defining module and stored evaluated:
+``typing.get_type_hints`` (which attrs' ``resolve_types`` and cattrs use) evaluates string
+annotations in ``sys.modules[cls.__module__]``, which after the rename would be this
+module, where those names are not. An annotation that does not evaluate in its own module
+either (a name imported only for type checkers) becomes a ``ForwardRef`` to that module,
+so it fails as before. Type aliases such as ``PluginFunction`` keep their read-only
+``__module__``, and, as with trio's classes, ``inspect.getsource`` cannot find a renamed
+class.
 """
 
 from __future__ import annotations
+
+import sys
 
 # Not `from typing import TYPE_CHECKING`: typing would be most of `import dagflow`'s time.
 # mypy and pyright treat any name TYPE_CHECKING as true.
@@ -160,7 +177,7 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         value = getattr(importlib.import_module(module, __name__), name)
-        globals()[name] = value  # later lookups skip this function
+        _adopt_imported()
         return value
     if name == "__version__":  # read lazily: importlib.metadata is slow to import
         from importlib.metadata import version
@@ -173,6 +190,67 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     """This module's names and every exported name, imported yet or not."""
     return sorted({*globals(), *_EXPORTS, "__version__"})
+
+
+def _adopt_imported() -> None:
+    """Rename and cache every exported name whose module has finished importing; later
+    lookups of a cached name skip ``__getattr__``."""
+    namespace = globals()
+    for name, module in _EXPORTS.items():
+        loaded = sys.modules.get(__name__ + module)
+        if name in namespace or loaded is None:
+            continue
+        # a module still being imported (a circular import, or another thread) may not
+        # have defined everything its annotations use yet: adopt its names next time
+        if getattr(getattr(loaded, "__spec__", None), "_initializing", False):
+            continue
+        if hasattr(loaded, name):  # a wrong entry fails in __getattr__, with its name
+            value = getattr(loaded, name)
+            _adopt(name, value)
+            namespace[name] = value
+
+
+def _adopt(name: str, value: object) -> None:
+    """Make a class or function defined in dagflow report ``dagflow.<name>``."""
+    import types
+
+    if not isinstance(value, (type, types.FunctionType)):
+        return  # a type alias: its __module__ is read-only and names its origin's module
+    if value.__qualname__ != name or not value.__module__.startswith(__name__ + "."):
+        return  # pickle would look it up as dagflow.<qualname>; or another library's object
+    if isinstance(value, type):
+        # first, so that a thread adopting the same class at the same time finds either
+        # the private module or evaluated annotations, never strings and "dagflow"
+        _evaluate_annotations(value)
+    value.__module__ = __name__  # functions evaluate theirs in __globals__, which stays
+
+
+def _evaluate_annotations(cls: type) -> None:
+    """Store ``cls``'s own annotations evaluated in its defining module, as
+    ``typing.get_type_hints`` would, so that evaluating them later needs no namespace."""
+    import typing
+
+    own = cls.__dict__.get("__annotations__")  # noqa: RUF063 - changed in place, not a copy
+    if not own:
+        return
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except Exception:  # one of them (maybe a base's) names what only type checkers see
+        hints = {}
+        module = cls.__module__
+        for key, annotation in own.items():
+            probe = type(cls.__name__, (), {"__annotations__": {key: annotation}})
+            try:  # get_type_hints' own order: the module's names, then the class's
+                hints |= typing.get_type_hints(probe, dict(vars(cls)), vars(sys.modules[module]),
+                                               include_extras=True)
+            except Exception:
+                # it did not evaluate before the rename either; this keeps it evaluating
+                # where it was written, with the same error, should anyone try again
+                if isinstance(annotation, str):
+                    hints[key] = typing.ForwardRef(annotation, is_argument=False,
+                                                   module=module, is_class=True)
+    for key in own.keys() & hints.keys():
+        own[key] = hints[key]
 
 
 # Generated from _EXPORTS by `python tools/public_api.py`; do not edit below.
