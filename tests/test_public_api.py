@@ -189,6 +189,18 @@ def test_fresh_converter_after_the_rename(tmp_path: Path) -> None:
     assert run_python(CONVERTER_PROBE, str(tmp_path / "store.db")) == "ok\n"
 
 
+def test_stores_are_exported() -> None:
+    """``open_store(url)`` gives the store class the URL's scheme names; the engine's
+    internal ``open_storage`` is the same function."""
+    from dagflow._storage import open_storage
+
+    assert open_storage is dagflow.open_store
+    assert type(dagflow.open_store("memory://")) is dagflow.MemoryStorage
+    assert type(dagflow.open_store("sqlite:///never-opened.db")) is dagflow.SqliteStorage
+    postgres = dagflow.open_store("postgresql://nobody@127.0.0.1:1/none")  # connects lazily
+    assert type(postgres) is dagflow.PostgresStorage
+
+
 def test_enum_values_are_the_seed_names() -> None:
     """``WorkflowState.RUNNING == "Running"``: enum values are the seed's names."""
     assert dagflow.WorkflowState.RUNNING == "Running"
@@ -248,6 +260,15 @@ def test_import_runs_only_the_package_file() -> None:
     code = ("import sys\nbefore = set(sys.modules)\nimport dagflow\n"
             "print(sorted(set(sys.modules) - before))\n")
     assert run_python(code) == "['__future__', 'dagflow']\n"
+
+
+def test_storage_classes_do_not_import_psycopg() -> None:
+    """Naming the stores loads no database driver: psycopg comes with the first
+    PostgreSQL connection, and SQLite's module only with ``SqliteStorage``."""
+    code = "import dagflow\ndagflow.open_store\ndagflow.MemoryStorage\n"
+    assert loaded_after(code, {"psycopg", "psycopg_pool", "sqlite3"}) == []
+    code += "dagflow.SqliteStorage\ndagflow.PostgresStorage\n"
+    assert loaded_after(code, {"psycopg", "psycopg_pool"}) == []
 
 
 def test_a_run_without_http_tasks_does_not_import_httpx() -> None:

@@ -162,6 +162,9 @@ _EXPORTS: dict[str, str] = {
     "EngineSettings": "._settings",
     "DefaultStateMachine": "._state",
     "MemoryStorage": "._storage",
+    "open_store": "._storage",
+    "PostgresStorage": "._storage.postgres",
+    "SqliteStorage": "._storage.sqlite",
     "EventStream": "._stream",
     "run": "._sync",
 }
@@ -368,5 +371,8 @@ if TYPE_CHECKING:
     from ._settings import EngineSettings as EngineSettings
     from ._state import DefaultStateMachine as DefaultStateMachine
     from ._storage import MemoryStorage as MemoryStorage
+    from ._storage import open_store as open_store
+    from ._storage.postgres import PostgresStorage as PostgresStorage
+    from ._storage.sqlite import SqliteStorage as SqliteStorage
     from ._stream import EventStream as EventStream
     from ._sync import run as run
