@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -21,10 +20,8 @@ import attrs
 from .._clock import Clock, SystemClock
 from .._errors import ApprovalError
 from .._models import ApprovalRequest, ApprovalStatus
+from .._protocols import ApprovalStore
 from ._rules import apply_vote, identity, may_still_vote, new_approval_id, status_of
-
-if TYPE_CHECKING:
-    from .._protocols import ApprovalStore
 
 __all__ = ["DefaultApprovalSystem", "StoreApprovalSystem"]
 
