@@ -34,6 +34,7 @@ from tenacity import (
     RetryCallState,
     retry_base,
     retry_if_exception,
+    retry_if_exception_type,
     stop_after_attempt,
     wait_exponential,
     wait_random_exponential,
@@ -52,6 +53,7 @@ __all__ = [
     "effective_policy",
     "is_retryable",
     "parse_retry_after",
+    "retry_on",
     "retrying",
     "wait_for",
 ]
@@ -292,6 +294,11 @@ def _may_retry(policy: RetryPolicy, exc: BaseException) -> bool:
     if isinstance(exc, TaskExecutionFailed):
         return exc.retryable and is_retryable(policy, kind=exc.kind, reason=exc.reason)
     return is_retryable(policy, kind=type(exc).__name__, reason=str(exc))
+
+
+def retry_on(*types: type[Exception]) -> retry_base:
+    """A tenacity ``retry`` strategy: try again when the attempt raised one of ``types``."""
+    return retry_if_exception_type(types)
 
 
 def backoff_retrying(
