@@ -10,13 +10,17 @@ from typing import Any
 import anyio
 import attrs
 import pytest
-from tenacity import AsyncRetrying, RetryCallState, retry_always, retry_if_result
+from tenacity import AsyncRetrying, RetryCallState, retry_always
 
 from dagflow._errors import CheckpointError, StorageError, TaskExecutionFailed
 from dagflow._execute._retry import (
+    backoff_retrying,
     backoff_seconds,
+    backoff_wait,
     commit_with_retries,
     parse_retry_after,
+    retry_on,
+    retry_on_value,
     retrying,
     wait_for,
 )
@@ -318,7 +322,7 @@ async def test_retrying_on_a_value_returns_the_last_one() -> None:
 
     policy = RetryPolicy(max_attempts=3, max_delay_ms=60_000)
     last: Outcome = await retrying(policy, sleep=clock.sleep,
-                                   retry=retry_if_result(lambda o: o.failed))(attempt)
+                                   retry=retry_on_value(lambda o: o.failed))(attempt)
     assert last is values[-1] and len(values) == 3
     assert clock.monotonic() == 1 + 10  # backoff 1 s, then Retry-After 10 s over 2 s
 
@@ -355,6 +359,33 @@ async def test_retrying_never_retries_a_cancellation() -> None:
 
         await retrying(RetryPolicy(), sleep=sleeps, retry=retry_always)(attempt)
     assert scope.cancelled_caught and calls == 1 and sleeps.delays == []
+
+
+@pytest.mark.anyio
+async def test_backoff_retrying_retries_only_the_given_types() -> None:
+    """retry_on(OSError) tries an OSError again and lets a ValueError through at once."""
+    sleeps = Sleeps()
+
+    def loop() -> AsyncRetrying:
+        wait = backoff_wait(initial=0.5, multiplier=2, maximum=None, retry_after_cap=10)
+        return backoff_retrying(attempts=3, wait=wait, sleep=sleeps, retry=retry_on(OSError))
+
+    flaky = Flaky(failures=2, error=OSError("reset"))
+    assert await loop()(flaky) == "ok"
+    assert flaky.calls == 3 and sleeps.delays == [0.5, 1.0]
+    broken = Flaky(failures=2, error=ValueError("bad"))
+    with pytest.raises(ValueError, match="bad"):
+        await loop()(broken)
+    assert broken.calls == 1
+
+
+@pytest.mark.anyio
+async def test_a_value_loop_does_not_retry_a_raised_error() -> None:
+    """With retry_on_value, an attempt that raises is not tried again."""
+    attempt = Flaky(failures=1, error=OSError("x"))
+    with pytest.raises(OSError):
+        await retrying(RetryPolicy(), sleep=Sleeps(), retry=retry_on_value(bool))(attempt)
+    assert attempt.calls == 1
 
 
 # --------------------------------------------------------------------------- commits

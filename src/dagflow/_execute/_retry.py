@@ -35,6 +35,7 @@ from tenacity import (
     retry_base,
     retry_if_exception,
     retry_if_exception_type,
+    retry_if_result,
     stop_after_attempt,
     wait_exponential,
     wait_random_exponential,
@@ -46,6 +47,7 @@ from .._errors import StorageError, TaskExecutionFailed, WorkflowError
 from .._models import FailureAction, RetryPolicy, TaskDefinition
 
 __all__ = [
+    "RetryCallState",
     "backoff_retrying",
     "backoff_seconds",
     "backoff_wait",
@@ -54,6 +56,7 @@ __all__ = [
     "is_retryable",
     "parse_retry_after",
     "retry_on",
+    "retry_on_value",
     "retrying",
     "wait_for",
 ]
@@ -301,6 +304,12 @@ def retry_on(*types: type[Exception]) -> retry_base:
     return retry_if_exception_type(types)
 
 
+def retry_on_value(predicate: Callable[[Any], bool]) -> retry_base:
+    """A tenacity ``retry`` strategy for attempts that end in a value (the engine's
+    outcomes): try again when ``predicate(value)`` is true; a raised error is not retried."""
+    return retry_if_result(predicate)
+
+
 def backoff_retrying(
     *,
     attempts: int,
@@ -360,7 +369,7 @@ def retrying(
         retry: Which outcomes are tried again. Default: a raised ``Exception`` that is
             retryable (``TaskExecutionFailed.retryable``) and that ``retryable_errors``
             matches by kind (or type name) or message. An attempt loop whose attempts
-            return a value passes ``tenacity.retry_if_result(...)``.
+            return a value passes :func:`retry_on_value`.
         before_sleep: Called before each wait (record a ``TaskRetrying`` event here);
             the attempt that failed is ``attempts_done + state.attempt_number`` and the
             delay ``state.upcoming_sleep``.
