@@ -6,7 +6,7 @@
      │    └── CycleDetected         dependencies loop                       .path
      ├── InvalidStateTransition     .from_state .to_state
      ├── WorkflowNotFound           .instance_id
-     ├── TaskExecutionFailed        .task_id .reason .retryable
+     ├── TaskExecutionFailed        .task_id .reason .retryable .retry_after
      ├── DependencyNotSatisfied     .task_id .dependency
      ├── ApprovalError              .approval_id
      │    └── ApprovalTimeout
@@ -165,15 +165,19 @@ class TaskExecutionFailed(WorkflowError):
         output: What the attempt produced before failing (stdout, exit code, ...).
         kind: A short machine-readable kind (``exit_code``, ``http_status``, ``timeout``),
             matched by ``retryable_errors`` together with the reason.
+        retry_after: Seconds the failing service asked to wait before the next attempt
+            (an HTTP ``Retry-After``), or ``None``; the retry waits at least this long,
+            up to the policy's ``max_delay_ms``.
     """
 
     def __init__(self, *, task_id: str = "", reason: str, retryable: bool = True,
-                 output: Any = None, kind: str = "") -> None:
+                 output: Any = None, kind: str = "", retry_after: float | None = None) -> None:
         self.task_id = task_id
         self.reason = reason
         self.retryable = retryable
         self.output = output
         self.kind = kind
+        self.retry_after = retry_after
         where = f"{task_id}: " if task_id else ""
         super().__init__(f"task execution failed: {where}{reason}")
 

@@ -265,7 +265,11 @@ class TaskConfig:
 
 @attrs.frozen
 class RetryPolicy:
-    """How a failed attempt is retried: delay = min(initial * multiplier^(n-1), max)."""
+    """How a failed attempt is retried: delay = min(initial * multiplier^(n-1), max).
+
+    With ``jitter`` each delay is drawn at random between half that and all of it, so
+    tasks that failed together do not all retry at the same moment.
+    """
 
     max_attempts: int = attrs.field(default=3, metadata=_meta(minimum=1, maximum=1000))
     initial_delay_ms: int = attrs.field(
@@ -276,6 +280,7 @@ class RetryPolicy:
     )
     backoff_multiplier: float = attrs.field(default=2.0, metadata=_meta(minimum=1, maximum=100))
     retryable_errors: tuple[str, ...] = ()
+    jitter: bool = False
 
 
 @attrs.frozen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import gzip
 import json
 import socket
@@ -245,6 +246,41 @@ async def test_5xx_and_throttling_fail_retryably(server: Server, status: int, ph
     assert error.kind == "http_status"
     assert error.retryable is True
     assert error.reason == f"HTTP {status} {phrase} from DELETE {url}"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [429, 503])
+async def test_retry_after_seconds_travel_with_the_failure(server: Server, status: int) -> None:
+    """A 429 or 503 with ``Retry-After: 3`` fails asking the retry to wait 3 s."""
+    url = server.route("/throttled", status=status, headers={"Retry-After": "3"})
+    error = await _fail(Http(url=url))
+    assert error.retryable is True
+    assert error.retry_after == 3
+
+
+@pytest.mark.anyio
+async def test_retry_after_http_date_is_seconds_from_the_response(server: Server) -> None:
+    """An HTTP-date Retry-After 30 s ahead asks for about 30 s; one in the past for 0."""
+    ahead = email.utils.formatdate(time.time() + 30, usegmt=True)
+    url = server.route("/later", status=429, headers={"Retry-After": ahead})
+    error = await _fail(Http(url=url))
+    assert error.retry_after is not None and 29 <= error.retry_after <= 30
+    url = server.route("/past", status=503, headers={"Retry-After": "Thu, 01 Jan 1970 "
+                                                                      "00:00:00 GMT"})
+    assert (await _fail(Http(url=url))).retry_after == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("status", "headers"), [
+    (503, {}),  # no header
+    (429, {"Retry-After": "in a while"}),  # garbage is ignored
+    (404, {"Retry-After": "3"}),  # not retried, so nothing to wait for
+])
+async def test_retry_after_absent_unless_a_retryable_status_says_so(
+        server: Server, status: int, headers: dict[str, str]) -> None:
+    """No usable Retry-After on a retryable status leaves retry_after None."""
+    url = server.route("/x", status=status, headers=headers)
+    assert (await _fail(Http(url=url))).retry_after is None
 
 
 @pytest.mark.anyio

@@ -94,6 +94,9 @@ _TITLES = {"completed": "Completed", "failed": "Failed", "cancelled": "Cancelled
            "rolled_back": "Rolled back", "approval_required": "Approval required"}
 # 408 Request Timeout, 425 Too Early, 429 Too Many Requests: worth another try
 _RETRYABLE_4XX = frozenset({408, 425, 429})
+# the longest a Retry-After makes a webhook wait: with the default 3 attempts of at most
+# 10 s each, a delivery stays inside the minute the engine gives each notifier
+_WEBHOOK_RETRY_AFTER_CAP = 10.0
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -422,8 +425,9 @@ class WebhookNotifier:
 
     A 2xx status is success. Connection errors, timeouts, 5xx, 408, 425 and 429 are tried
     again, up to ``attempts`` in all, waiting ``backoff_seconds * 2**(n-1)`` before retry
-    n. Any other status, an invalid URL and an egress refusal fail at once. Redirects are
-    not followed.
+    n, or longer when the response's ``Retry-After`` (seconds or an HTTP-date) asks for
+    it, up to 10 s. Any other status, an invalid URL and an egress refusal fail at once.
+    Redirects are not followed.
 
     Args:
         client_factory: Returns the shared HTTP client (the engine's, from
@@ -477,6 +481,7 @@ class WebhookNotifier:
         import httpx
 
         from .._execute._egress import EgressDenied, check_scheme, user_agent
+        from .._execute._retry import backoff_retrying, backoff_wait, retry_on
 
         shown = shown_url(url)
         try:
@@ -488,39 +493,69 @@ class WebhookNotifier:
         headers = {"Content-Type": "application/json", "User-Agent": user_agent(),
                    "Idempotency-Key": notification.idempotency_key}
         client = await self.client_factory()
-        cause = ""
-        for attempt in range(1, self.attempts + 1):
-            if attempt > 1:
-                await self.sleep(self.backoff_seconds * 2 ** (attempt - 2))
-            try:
-                with anyio.fail_after(self.timeout_seconds):
-                    request = client.build_request("POST", url, content=body, headers=headers)
-                    response = await client.send(request, stream=True)
-                    await response.aclose()  # the answer's body is of no use
-            except TimeoutError:
-                cause = f"timed out after {self.timeout_seconds:g} s"
-                continue
-            except EgressDenied as exc:  # the policy will not change between attempts
-                raise self._error(f"webhook POST {shown} {exc}", notification) from None
-            except (httpx.InvalidURL, httpx.UnsupportedProtocol,
-                    httpx.LocalProtocolError) as exc:
-                raise self._error(f"cannot POST to {shown}: {_scrub(exc, url, shown)}",
-                                  notification) from None
-            except httpx.HTTPError as exc:  # connect/read errors and httpx's own timeouts
-                cause = f"{type(exc).__name__}: {_scrub(exc, url, shown)}"
-                continue
-            status = response.status_code
-            if response.is_success:
-                return
-            cause = f"HTTP {status} {response.reason_phrase}".strip()
-            if status < 500 and status not in _RETRYABLE_4XX:
-                raise self._error(f"webhook POST {shown} failed: {cause} (not retried)",
-                                  notification)
-        raise self._error(f"webhook POST {shown} failed after {self.attempts} "
-                          f"attempt{'s' if self.attempts != 1 else ''}: {cause}", notification)
+        loop = backoff_retrying(
+            attempts=self.attempts,
+            wait=backoff_wait(initial=self.backoff_seconds, multiplier=2, maximum=None,
+                              retry_after_cap=_WEBHOOK_RETRY_AFTER_CAP),
+            sleep=self.sleep,
+            retry=retry_on(_Transient),
+        )
+        try:
+            await loop(self._post, client, url, body, headers, notification)
+        except _Transient as exc:
+            raise self._error(f"webhook POST {shown} failed after {self.attempts} "
+                              f"attempt{'s' if self.attempts != 1 else ''}: {exc}",
+                              notification) from None
+
+    async def _post(self, client: httpx.AsyncClient, url: str, body: bytes,
+                    headers: dict[str, str], notification: Notification) -> None:
+        """One attempt: return on 2xx, raise :class:`_Transient` to be tried again, or
+        :class:`NotificationError` to give up."""
+        import httpx
+
+        from .._execute._egress import EgressDenied
+        from .._execute._retry import parse_retry_after
+
+        shown = shown_url(url)
+        try:
+            with anyio.fail_after(self.timeout_seconds):
+                request = client.build_request("POST", url, content=body, headers=headers)
+                response = await client.send(request, stream=True)
+                await response.aclose()  # the answer's body is of no use
+        except TimeoutError:
+            raise _Transient(f"timed out after {self.timeout_seconds:g} s") from None
+        except EgressDenied as exc:  # the policy will not change between attempts
+            raise self._error(f"webhook POST {shown} {exc}", notification) from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol,
+                httpx.LocalProtocolError) as exc:
+            raise self._error(f"cannot POST to {shown}: {_scrub(exc, url, shown)}",
+                              notification) from None
+        except httpx.HTTPError as exc:  # connect/read errors and httpx's own timeouts
+            raise _Transient(f"{type(exc).__name__}: {_scrub(exc, url, shown)}") from None
+        status = response.status_code
+        if response.is_success:
+            return
+        cause = f"HTTP {status} {response.reason_phrase}".strip()
+        if status < 500 and status not in _RETRYABLE_4XX:
+            raise self._error(f"webhook POST {shown} failed: {cause} (not retried)",
+                              notification)
+        raise _Transient(cause, retry_after=parse_retry_after(
+            response.headers.get("Retry-After"), date=response.headers.get("Date")))
 
     def _error(self, message: str, notification: Notification) -> NotificationError:
         return NotificationError(message, channel=self.channel, target=self.target(notification))
+
+
+class _Transient(Exception):
+    """A webhook attempt failed in a way worth another try; ``str()`` is the cause.
+
+    Attributes:
+        retry_after: Seconds the receiver's ``Retry-After`` asked for, if it did.
+    """
+
+    def __init__(self, cause: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(cause)
 
 
 def _scrub(exc: BaseException, url: str, shown: str) -> str:

@@ -20,6 +20,10 @@ kind                   retryable  when
 ``request``            no         the URL or a header cannot be sent at all
 =====================  =========  ==================================================
 
+A retryable ``http_status`` failure whose response has a ``Retry-After`` header (seconds
+or an HTTP-date) carries it as ``retry_after`` seconds: the retry waits at least that
+long, up to the policy's ``max_delay_ms``.
+
 Every reason is passed through the task's redactor, and URLs in reasons lose their
 ``user:password@`` part.
 """
@@ -45,6 +49,7 @@ from ._egress import (
     response_text,
     user_agent,
 )
+from ._retry import parse_retry_after
 
 __all__ = ["HttpHandler"]
 
@@ -124,13 +129,15 @@ class HttpHandler:
         output = _output(ctx, response, body or b"", time.perf_counter() - started)
         if not response.is_success:
             code = response.status_code
+            retryable = code >= 500 or code in _RETRYABLE_4XX
             raise TaskExecutionFailed(
                 reason=ctx.redactor.text(
                     f"HTTP {code} {response.reason_phrase} from {request.method} {shown_url}"
                 ),
                 kind="http_status",
-                retryable=code >= 500 or code in _RETRYABLE_4XX,
+                retryable=retryable,
                 output=output,
+                retry_after=_retry_after(response) if retryable else None,
             )
         return output
 
@@ -204,6 +211,12 @@ def _display_url(url: str, ctx: TaskContext) -> str:
     except ValueError:  # e.g. an unbalanced IPv6 bracket
         shown = _USERINFO.sub(r"\1", url)
     return ctx.redactor.text(shown)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds the response's ``Retry-After`` asks for (either form), if any."""
+    headers = response.headers
+    return parse_retry_after(headers.get("Retry-After"), date=headers.get("Date"))
 
 
 def _default_port(url: httpx.URL) -> int:
