@@ -191,7 +191,8 @@ class Engine:
         self.notifiers: list[Notifier] = [
             WebhookNotifier(self._http_client,
                             attempts=self.settings.webhook_attempts,
-                            backoff_seconds=self.settings.webhook_backoff_seconds),
+                            backoff_seconds=self.settings.webhook_backoff_seconds,
+                            sleep=self.clock.sleep),
             *([EmailNotifier(self.smtp)] if self.smtp is not None else []),
             *notifiers,
         ]

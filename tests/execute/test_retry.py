@@ -401,6 +401,23 @@ async def test_commit_retries_a_driver_error_then_succeeds() -> None:
 
 
 @pytest.mark.anyio
+async def test_commit_awaits_a_lambda_that_returns_a_coroutine() -> None:
+    """commit may be any callable returning an awaitable (the journal passes a lambda):
+    its work is done, and a transient failure is retried."""
+    done: list[int] = []
+    failures = [OSError("locked")]
+
+    async def write(n: int) -> None:
+        if failures:
+            raise failures.pop()
+        done.append(n)
+
+    sleeps = Sleeps()
+    await commit_with_retries(lambda: write(7), sleep=sleeps)
+    assert done == [7] and sleeps.delays == pytest.approx([0.05])
+
+
+@pytest.mark.anyio
 async def test_commit_gives_up_after_four_tries_with_a_storage_error(
         caplog: pytest.LogCaptureFixture) -> None:
     """Four failures (waits 0.05, 0.2, 0.8 s) raise StorageError from the last one."""

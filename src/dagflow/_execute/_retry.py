@@ -427,8 +427,15 @@ async def commit_with_retries(
         retry=retry_if_exception(_transient),
         before_sleep=_log_commit_retry,
     )
+
+
+    async def once() -> None:
+        # tenacity awaits only what it sees is a coroutine function; a lambda returning
+        # a coroutine would come back unawaited
+        await commit()
+
     try:
-        await loop(commit)
+        await loop(once)
     except WorkflowError:
         raise
     except Exception as exc:

@@ -11,7 +11,13 @@ import attrs
 from .._context import Redactor, TaskContext
 from .._errors import ApprovalTimeout, TaskExecutionFailed
 from .._events import TaskRetrying, TaskStarted
-from .._execute._retry import backoff_seconds, effective_policy, is_retryable
+from .._execute._retry import (
+    RetryCallState,
+    effective_policy,
+    is_retryable,
+    retry_on_value,
+    retrying,
+)
 from .._expr import ExprError
 from .._models import Deploy, Scale, TaskOutput, TaskState, TaskStatus
 from ._book import Book, Unit
@@ -27,13 +33,15 @@ Dispatch = Callable[[Unit, TaskContext, "int | None"], Awaitable[TaskOutput]]
 
 @attrs.frozen
 class Outcome:
-    """How one task (all its attempts) ended."""
+    """How one attempt (or, as returned by ``run_unit``, all attempts) of a unit ended."""
 
     status: TaskStatus
     output: TaskOutput | None = None
     error: str | None = None
     kind: str = ""
     timed_out_approval: bool = False
+    retryable: bool = False  # a failure the retry policy may try again
+    retry_after: float | None = None  # seconds the failing service asked to wait
 
 
 class _TimedOut(Exception):
@@ -48,67 +56,78 @@ class Attempts:
     dispatch: Dispatch
 
     async def run_unit(self, unit: Unit, index: int | None) -> Outcome:
-        """All attempts of a task (or iteration): retries with backoff, each attempt timed."""
+        """All attempts of a task (or iteration): retried by tenacity under the task's
+        policy, waiting on the engine's clock, each attempt timed."""
+        policy = effective_policy(unit.task)
+        if policy is None:
+            return await self._one(unit, index)
         book = self.book
-        task = unit.task
-        policy = effective_policy(task)
-        tries_left = max(1, policy.max_attempts - unit.attempts) if policy else 1
-        clock = book.services.clock
-        durable = book.services.durable
-        while True:
-            tries_left -= 1
-            unit.attempts += 1
-            attempt = unit.attempts
-            now = clock.now()
-            unit.started_at = unit.started_at or now
-            done = book.record(
-                state=TaskState(unit.key, T.RUNNING, unit.started_at, None, attempt),
-                events=(book.event(TaskStarted, now, task_id=unit.key, attempt=attempt),))
-            if durable:  # durable before the side effect (G2, G4)
-                await book.journal.durable(done)
-            if isinstance(task.type, Deploy | Scale) and task.config.checkpoint:
-                await book.snapshot()  # a recovery point before touching the cluster
-            outcome, retryable = await self._attempt(unit, attempt, index)
-            if outcome.status != T.FAILED or outcome.timed_out_approval:
-                return outcome
-            if not (retryable and tries_left > 0 and policy is not None
-                    and is_retryable(policy, kind=outcome.kind, reason=outcome.error or "")):
-                return outcome
-            delay = backoff_seconds(policy, attempt)
-            book.record(state=TaskState(unit.key, T.RUNNING, unit.started_at, None, attempt,
-                                        outcome.output, outcome.error),
-                        events=(book.event(TaskRetrying, task_id=unit.key, attempt=attempt,
-                                           delay_seconds=delay, error=outcome.error or ""),))
-            await clock.sleep(delay)
 
-    async def _attempt(self, unit: Unit, attempt: int, index: int | None
-                       ) -> tuple[Outcome, bool]:
-        """One attempt; returns its outcome and whether a failure may be retried."""
+        def again(outcome: Outcome) -> bool:
+            return (outcome.status == T.FAILED and outcome.retryable
+                    and is_retryable(policy, kind=outcome.kind, reason=outcome.error or ""))
+
+        def retrying_soon(state: RetryCallState) -> None:
+            outcome: Outcome = state.outcome.result()  # type: ignore[union-attr]
+            book.record(state=TaskState(unit.key, T.RUNNING, unit.started_at, None,
+                                        unit.attempts, outcome.output, outcome.error),
+                        events=(book.event(TaskRetrying, task_id=unit.key,
+                                           attempt=unit.attempts,
+                                           delay_seconds=state.upcoming_sleep,
+                                           error=outcome.error or ""),))
+
+        loop = retrying(policy, sleep=book.services.clock.sleep, attempts_done=unit.attempts,
+                        retry=retry_on_value(again), before_sleep=retrying_soon)
+        last: Outcome = await loop(self._one, unit, index)
+        return last
+
+    async def _one(self, unit: Unit, index: int | None) -> Outcome:
+        """One attempt: its Running record first (durable before the side effect on a
+        durable store: G2, G4), then the attempt."""
+        book = self.book
+        unit.attempts += 1
+        attempt = unit.attempts
+        now = book.services.clock.now()
+        unit.started_at = unit.started_at or now
+        done = book.record(
+            state=TaskState(unit.key, T.RUNNING, unit.started_at, None, attempt),
+            events=(book.event(TaskStarted, now, task_id=unit.key, attempt=attempt),))
+        if book.services.durable:
+            await book.journal.durable(done)
+        task = unit.task
+        if isinstance(task.type, Deploy | Scale) and task.config.checkpoint:
+            await book.snapshot()  # a recovery point before touching the cluster
+        return await self._attempt(unit, attempt, index)
+
+    async def _attempt(self, unit: Unit, attempt: int, index: int | None) -> Outcome:
+        """One attempt's outcome; a failure says whether it may be retried."""
         task = unit.task
         redact = self.book.redactor
         try:
             ctx = self.book.context(unit, attempt, index)
         except ExprError as exc:
-            return Outcome(T.FAILED, error=redact.text(exc.message), kind="reference"), False
+            return Outcome(T.FAILED, error=redact.text(exc.message), kind="reference")
         timeout = task.timeout.total_seconds() if task.timeout is not None else None
         try:
             output = await self._with_timeout(timeout, self.dispatch(unit, ctx, index))
         except _TimedOut:
-            return Outcome(T.FAILED, error=f"timed out after {timeout:g}s", kind="timeout"), True
+            return Outcome(T.FAILED, error=f"timed out after {timeout:g}s", kind="timeout",
+                           retryable=True)
         except ApprovalTimeout as exc:
             return Outcome(T.FAILED, error=str(exc), kind="approval_timeout",
-                           timed_out_approval=True), False
+                           timed_out_approval=True)
         except TaskExecutionFailed as exc:
             partial = redact_output(exc.output, redact) if exc.output is not None else None
-            return Outcome(T.FAILED, partial, redact.text(exc.reason), exc.kind), exc.retryable
+            return Outcome(T.FAILED, partial, redact.text(exc.reason), exc.kind,
+                           retryable=exc.retryable, retry_after=exc.retry_after)
         except ExprError as exc:
-            return Outcome(T.FAILED, error=redact.text(exc.message), kind="reference"), False
+            return Outcome(T.FAILED, error=redact.text(exc.message), kind="reference")
         except Exception as exc:
             return Outcome(T.FAILED, error=redact.text(f"{type(exc).__name__}: {exc}"),
-                           kind=type(exc).__name__), True
+                           kind=type(exc).__name__, retryable=True)
         if not task.config.collect_output:
             output = TaskOutput(exit_code=output.exit_code, metrics=output.metrics)
-        return Outcome(T.COMPLETED, redact_output(output, redact)), False
+        return Outcome(T.COMPLETED, redact_output(output, redact))
 
     async def _with_timeout(self, seconds: float | None, work: Awaitable[TaskOutput]
                             ) -> TaskOutput:

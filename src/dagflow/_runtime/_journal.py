@@ -11,7 +11,8 @@ import anyio
 import attrs
 
 from .._clock import Clock
-from .._errors import StorageError, WorkflowError
+from .._errors import StorageError
+from .._execute._retry import commit_with_retries
 from .._models import InstanceChanges, StateTransition, TaskState
 from .._protocols import InstanceStore
 
@@ -155,16 +156,6 @@ def _merge(batch: list[InstanceChanges]) -> InstanceChanges:
 
 async def _commit_with_retries(store: InstanceStore, instance_id: str,
                                changes: InstanceChanges) -> None:
-    delay = 0.05
-    for attempt in range(4):
-        try:
-            await store.commit(instance_id, changes)
-            return
-        except WorkflowError:
-            raise
-        except Exception as exc:  # a driver error: transient until proven otherwise
-            if attempt == 3:
-                raise StorageError(str(exc)) from exc
-            logger.warning("store commit failed (%s); retrying in %.2fs", exc, delay)
-            await anyio.sleep(delay)
-            delay *= 4
+    """Commit, retrying a driver's transient error (tenacity, real time: a store is not
+    a task that a test's clock should skip)."""
+    await commit_with_retries(lambda: store.commit(instance_id, changes))
