@@ -52,17 +52,20 @@ class Table:
 
     ``columns`` are ``(key, title, format)``; a format is a ``str.format`` spec such as
     ``"{:,.1f}"``. Missing values print as ``-``, booleans as yes/no. Every key of a row
-    goes to JSON, shown or not.
+    goes to JSON, shown or not. Columns are as wide as their title, the first row's cell
+    or ``widths[key]``, whichever is widest.
     """
 
     def __init__(self, bench: str, section: str, title: str,
                  columns: Sequence[tuple[str, str, str]], *, as_json: bool,
-                 common: dict[str, Any] | None = None) -> None:
+                 common: dict[str, Any] | None = None,
+                 widths: dict[str, int] | None = None) -> None:
         self.bench, self.section, self.title = bench, section, title
         self.columns = list(columns)
         self.as_json = as_json
         self.common = dict(common or {})
-        self.widths = [max(len(title), 8) for _, title, _ in self.columns]
+        self.widths = [max(len(title), 8, (widths or {}).get(key, 0))
+                       for key, title, _ in self.columns]
         self._header_done = False
 
     def row(self, **values: Any) -> None:
