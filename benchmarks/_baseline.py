@@ -80,12 +80,18 @@ async def run_bare(tasks: Sequence[Task], max_parallel: int | None = None,
             tg.start_soon(one, ready.popleft())
 
 
+async def bare_times(tasks: Sequence[Task], max_parallel: int | None = None
+                     ) -> tuple[float, float]:
+    """Wall and CPU seconds of one :func:`run_bare` (after a full garbage collection)."""
+    gc.collect()
+    cpu, start = time.process_time(), time.perf_counter()
+    await run_bare(tasks, max_parallel)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
 async def bare_seconds(tasks: Sequence[Task], max_parallel: int | None = None) -> float:
     """Wall seconds of one :func:`run_bare` (after a full garbage collection)."""
-    gc.collect()
-    start = time.perf_counter()
-    await run_bare(tasks, max_parallel)
-    return time.perf_counter() - start
+    return (await bare_times(tasks, max_parallel))[0]
 
 
 async def bare_runs_seconds(tasks: Sequence[Task], runs: int,

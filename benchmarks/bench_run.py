@@ -19,8 +19,10 @@ _baseline.py) awaits the same handler by plain dependency counting in one task g
 Engine times are ``await engine.run(wf)`` (validation, DAG build, run, final load) in an
 entered ``Engine(store="memory://")``; each figure is the best of ``--repeat`` runs, engine
 and bare alternating (workflows of up to 1,000 tasks: 3x ``--repeat`` runs, they take
-milliseconds). No-op workflows use ``max_parallel_tasks`` ``--parallel`` (default
-1,000); the bare runner keeps the same bound.
+milliseconds). ``cpu engine/bare`` is the same ratio in CPU seconds of this process, which
+other processes on a busy machine disturb less. No-op workflows use
+``max_parallel_tasks`` ``--parallel`` (default 1,000); the bare runner keeps the same
+bound.
 
 Run::
 
@@ -65,15 +67,15 @@ def shape(name: str, n: int) -> list[dict[str, Any]]:
     raise ValueError(name)
 
 
-async def engine_seconds(wf: dagflow.WorkflowDefinition, store: str) -> float:
-    """Wall seconds of one ``engine.run(wf)`` in a fresh, entered engine."""
+async def engine_times(wf: dagflow.WorkflowDefinition, store: str) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``engine.run(wf)`` in a fresh, entered engine."""
     async with dagflow.Engine(store=store, plugins=PLUGINS) as engine:
         gc.collect()
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         instance = await engine.run(wf)
-        took = time.perf_counter() - start
+        took, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert instance.state == dagflow.WorkflowState.COMPLETED, (instance.state, instance.error)
-    return took
+    return took, cpu
 
 
 async def compare(tasks: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
@@ -81,20 +83,28 @@ async def compare(tasks: list[dict[str, Any]], args: argparse.Namespace) -> dict
     parallel = args.parallel
     wf = definition(tasks, config={"max_parallel_tasks": parallel, "timeout_seconds": 86_400})
     n = len(tasks)
-    engine, bare = [], []
+    engine, bare, engine_cpu, bare_cpu = [], [], [], []
     for _ in range(args.repeat * (SMALL_REPEAT if n <= SMALL else 1)):
-        engine.append(await engine_seconds(wf, args.store))
-        bare.append(await _baseline.bare_seconds(tasks, parallel))
+        wall, cpu = await engine_times(wf, args.store)
+        engine.append(wall)
+        engine_cpu.append(cpu)
+        wall, cpu = await _baseline.bare_times(tasks, parallel)
+        bare.append(wall)
+        bare_cpu.append(cpu)
     e, b = min(engine), min(bare)
     return {"tasks": n, "engine_s": e, "bare_s": b,
             "engine_us": us_per_task(e, n), "bare_us": us_per_task(b, n),
-            "ratio": ratio(e, b), "engine_tasks_per_s": n / e, "bare_tasks_per_s": n / b,
+            "ratio": ratio(e, b), "cpu_ratio": ratio(min(engine_cpu), min(bare_cpu)),
+            "engine_cpu_us": us_per_task(min(engine_cpu), n),
+            "bare_cpu_us": us_per_task(min(bare_cpu), n),
+            "engine_tasks_per_s": n / e, "bare_tasks_per_s": n / b,
             "engine_samples_s": engine, "bare_samples_s": bare}
 
 
 COLUMNS = [("workload", "workload", "{}"), ("tasks", "tasks", "{:,}"),
            ("engine_s", "engine s", "{:.4f}"), ("engine_us", "engine µs/task", "{:.1f}"),
-           ("bare_us", "bare µs/task", "{:.1f}"), ("ratio", "engine/bare", "{:.2f}")]
+           ("bare_us", "bare µs/task", "{:.1f}"), ("ratio", "engine/bare", "{:.2f}"),
+           ("cpu_ratio", "cpu engine/bare", "{:.2f}")]
 
 
 async def shapes(args: argparse.Namespace, common: dict[str, Any]) -> None:
@@ -138,7 +148,7 @@ async def makespan(args: argparse.Namespace, common: dict[str, Any]) -> None:
     wf = definition(tasks, config={"max_parallel_tasks": limit, "timeout_seconds": 86_400})
     engine, bare = [], []
     for _ in range(args.repeat):
-        engine.append(await engine_seconds(wf, args.store))
+        engine.append((await engine_times(wf, args.store))[0])
         bare.append(await _baseline.bare_seconds(tasks, limit))
     ideal = max(workloads.critical_path_ms(tasks),
                 -(-workloads.total_work_ms(tasks) // limit)) / 1000
