@@ -11,40 +11,28 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from .._errors import (
-    InvalidStateTransition,
     ParseError,
     Problem,
     ValidationError,
     WorkflowError,
-    WorkflowNotFound,
+)
+from ._common import (
+    EXIT_BAD_INPUT,
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Store,
+    current_user,
+    engine_options,
+    fail,
 )
 
 __all__ = ["main"]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-
-#: error type -> exit code; the first matching entry wins
-EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (ParseError, EXIT_BAD_INPUT),
-    (ValidationError, EXIT_BAD_INPUT),
-    (WorkflowNotFound, EXIT_BAD_INPUT),  # an id that names nothing
-    (InvalidStateTransition, EXIT_BAD_INPUT),  # asking an instance for what its state forbids
-    (WorkflowError, EXIT_FAILED),
-)
-
-
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    click.echo(f"dagflow: error: {message}", err=True)
-    sys.exit(code)
-
 
 def _print_problems(problems: Sequence[Problem], *, kind: str = "") -> None:
     for problem in problems:
@@ -68,7 +56,7 @@ def _parse_var(text: str, declared: Mapping[str, Any]) -> tuple[str, Any]:
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not sep or not name:
-        _fail(f"--var {text!r}: write NAME=VALUE (for example --var version=1.2.0)")
+        fail(f"--var {text!r}: write NAME=VALUE (for example --var version=1.2.0)")
     default = declared.get(name, _UNDECLARED)
     if isinstance(default, str):
         return name, raw  # "1.10" stays "1.10", not the number 1.1
@@ -89,16 +77,6 @@ def _vars(values: Sequence[str], declared: Mapping[str, Any]) -> dict[str, Any]:
 def _count(n: int, word: str) -> str:
     """``1 task``, ``2 tasks``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _current_user() -> str:
-    """$USER, else the account's name: the person who may not approve their own run."""
-    import getpass
-
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except (OSError, KeyError):  # no name for this uid (some containers)
-        return ""
 
 
 def _load(path: str) -> tuple[Any, list[Problem]]:
@@ -255,7 +233,7 @@ def plan(file: str, variables: tuple[str, ...], durations: str | None, as_json: 
             with open(durations, encoding="utf-8") as fh:
                 weights = {str(k): float(v) for k, v in json.load(fh).items()}
         except (OSError, ValueError, AttributeError, TypeError) as exc:
-            _fail(f"--durations {durations}: expected a JSON object of numbers ({exc})")
+            fail(f"--durations {durations}: expected a JSON object of numbers ({exc})")
     length, path = dag.critical_path(weights)
     names = {"id": wf.id, "name": wf.name}
     overrides = _vars(variables, wf.variables)
@@ -300,25 +278,6 @@ def plan(file: str, variables: tuple[str, ...], durations: str | None, as_json: 
         click.echo(f"warning: {unresolved}", err=True)
 
 
-DEFAULT_STORE = "sqlite:///.dagflow/dagflow.db"
-
-
-def default_store() -> str:
-    """``$DAGFLOW_STORE``, else ``sqlite:///.dagflow/dagflow.db`` in the current directory."""
-    return os.environ.get("DAGFLOW_STORE") or DEFAULT_STORE
-
-
-def _connections(values: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for text in values:
-        name, sep, url = text.partition("=")
-        if not sep or not name.strip() or not url.strip():
-            _fail(f"--connection {text!r}: write NAME=URL (e.g. "
-                  "analytics=sqlite:///data.db or db=postgresql://user@host/db)")
-        out[name.strip()] = url.strip()
-    return out
-
-
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help=VAR_HELP)
@@ -329,7 +288,7 @@ def _connections(values: Sequence[str]) -> dict[str, str]:
               help="A database for Query tasks with query_type NAME. Repeatable.")
 @click.option("--auto-approve", is_flag=True,
               help="Approve every approval gate at once, as 'system'.")
-@click.option("--user", default=_current_user, show_default="$USER, else your account name",
+@click.option("--user", default=current_user, show_default="$USER, else your account name",
               help="Who runs it (recorded; may not approve its own gates).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print only the final instance as JSON on stdout (progress on stderr).")
@@ -351,18 +310,13 @@ def run(file: str, variables: tuple[str, ...], store: str | None,
       dagflow run etl.yaml --connection warehouse=postgresql://etl@db/warehouse
       dagflow run deploy.yaml --auto-approve --json > result.json
     """
-    from .._settings import EngineSettings
     from ._run import run_workflow
 
     wf, warnings = _load(file)
     _print_problems(warnings, kind="warning")
-    url = store or default_store()
-    flag = f" --store {url}" if store else ""
-    options = {"connections": _connections(connections),
-               "settings": EngineSettings(auto_approve=auto_approve)}
-    code = run_workflow(wf, variables=_vars(variables, wf.variables), store=url, store_flag=flag,
-                        as_json=as_json, engine_options=options, user=user)
-    sys.exit(code)
+    options = engine_options(connections, auto_approve)  # a bad --connection before a bad --var
+    run_workflow(wf, variables=_vars(variables, wf.variables), store=Store.of(store),
+                 as_json=as_json, options=options, user=user)
 
 
 @cli.command()
@@ -390,7 +344,7 @@ def schema(output: str | None) -> None:
             with open(output, "w", encoding="utf-8") as fh:
                 fh.write(text)
         except OSError as exc:
-            _fail(f"cannot write {output}: {exc.strerror or exc}")
+            fail(f"cannot write {output}: {exc.strerror or exc}")
     else:
         click.echo(text, nl=False)
 
@@ -414,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_INTERRUPTED)
     except WorkflowError as exc:
         code = next(c for t, c in EXIT_CODES if isinstance(exc, t))
-        _fail(str(exc), code)
+        fail(str(exc), code)
     sys.exit(EXIT_OK)
 
 

@@ -24,28 +24,35 @@ from .._events import (
 )
 from .._models import WorkflowFilters, WorkflowInstance
 from .._state import TERMINAL_STATES
-from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _current_user, _fail
+from ._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Store,
+    current_user,
+    engine_options,
+    execute,
+    fail,
+    held_elsewhere,
+    instance_json,
+    run_options,
+    store_option,
+)
 from ._instances import (
     POLL_SECONDS,
     S,
     _ended,
-    _engine_options,
-    _execute,
-    _held_elsewhere,
     _json_list,
     _parse_age,
     _progress,
     _report,
     _run_here,
-    _run_options,
     _stopped_on_error,
-    _Store,
     _Tail,
     _when,
-    store_option,
 )
 from ._progress import PlainProgress, summary
-from ._run import _watch_signals, instance_json
+from ._run import _watch_signals
 
 if TYPE_CHECKING:
     from .._engine import Engine
@@ -56,7 +63,7 @@ __all__ = ["register"]
 @click.command()
 @click.argument("instance_id", metavar="ID")
 @store_option
-@_run_options
+@run_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print only the final instance as JSON on stdout (progress on stderr).")
 def resume(instance_id: str, store: str | None, connections: tuple[str, ...],
@@ -78,7 +85,7 @@ def resume(instance_id: str, store: str | None, connections: tuple[str, ...],
       dagflow resume 3f2c9a7e-...
       dagflow resume 3f2c9a7e-... --connection warehouse=postgresql://etl@db/warehouse
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
     out = sys.stderr if as_json else sys.stdout
 
@@ -87,12 +94,12 @@ def resume(instance_id: str, store: str | None, connections: tuple[str, ...],
         if instance.state in TERMINAL_STATES:
             again = (f"; run it again with  dagflow retry {instance_id}{where.flag}"
                      if instance.state in (S.FAILED, S.CANCELLED) else "")
-            _fail(f"instance {instance_id} already ended ({instance.state}): nothing to "
+            fail(f"instance {instance_id} already ended ({instance.state}): nothing to "
                   f"resume{again}")
         if instance.state == S.PENDING:
-            _fail(f"instance {instance_id} is Pending: it never started, so there is "
+            fail(f"instance {instance_id} is Pending: it never started, so there is "
                   "nothing to resume")
-        holder = await _held_elsewhere(engine, instance_id)
+        holder = await held_elsewhere(engine, instance_id)
         seq = await engine.store.last_event_seq(instance_id)
         await engine.resume_workflow(instance_id)  # raises if a live process runs it
         if holder is not None:  # paused by request: its own process carries on
@@ -114,7 +121,7 @@ def resume(instance_id: str, store: str | None, connections: tuple[str, ...],
                 await tail.drain()
         return _report(final, progress, where, as_json, out)
 
-    _execute(where, body, **_engine_options(connections, auto_approve))
+    execute(where, body, **engine_options(connections, auto_approve))
 
 
 async def _wait_resumed(engine: Engine, instance_id: str) -> WorkflowInstance:
@@ -163,7 +170,7 @@ def pause(instance_id: str, store: str | None, as_json: bool) -> None:
       dagflow pause 3f2c9a7e-...
       dagflow pause 3f2c9a7e-... && dagflow resume 3f2c9a7e-...
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
 
     async def body(engine: Engine) -> int:
@@ -171,11 +178,11 @@ def pause(instance_id: str, store: str | None, as_json: bool) -> None:
         if instance.state in TERMINAL_STATES:
             _ended(instance, "pause")
         if instance.state == S.PAUSED:
-            _fail(f"instance {instance_id} is already paused; continue it with  dagflow "
+            fail(f"instance {instance_id} is already paused; continue it with  dagflow "
                   f"resume {instance_id}{where.flag}")
-        holder = await _held_elsewhere(engine, instance_id)
+        holder = await held_elsewhere(engine, instance_id)
         if holder is None:
-            _fail(f"instance {instance_id} is {instance.state} but no process is running it "
+            fail(f"instance {instance_id} is {instance.state} but no process is running it "
                   f"(it died?): continue it with  dagflow resume {instance_id}{where.flag}")
         await engine.pause_workflow(instance_id)
         final = await _settle(engine, instance_id, lambda i: i.state != instance.state, 5.0)
@@ -189,7 +196,7 @@ def pause(instance_id: str, store: str | None, as_json: bool) -> None:
                        f"(it is {final.state} now)")
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
 
 
 @click.command()
@@ -215,15 +222,15 @@ def cancel(instance_id: str, reason: str | None, store: str | None, as_json: boo
       dagflow cancel 3f2c9a7e-...
       dagflow cancel 3f2c9a7e-... --reason "wrong image tag"
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
-    why = reason or f"cancelled by {_current_user() or 'user'}"
+    why = reason or f"cancelled by {current_user() or 'user'}"
 
     async def body(engine: Engine) -> int:
         instance = await engine.get_status(instance_id)
         if instance.state in TERMINAL_STATES:
             _ended(instance, "cancel")
-        holder = await _held_elsewhere(engine, instance_id)
+        holder = await held_elsewhere(engine, instance_id)
         await engine.cancel_workflow(instance_id, why)
         final = await _settle(engine, instance_id, lambda i: i.state in TERMINAL_STATES, 10.0)
         if as_json:
@@ -235,7 +242,7 @@ def cancel(instance_id: str, reason: str | None, store: str | None, as_json: boo
                        f"cleanup tasks finish (see: dagflow status {instance_id}{where.flag})")
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
 
 
 @click.command()
@@ -257,17 +264,17 @@ def rollback(instance_id: str, store: str | None, as_json: bool) -> None:
       dagflow rollback 3f2c9a7e-...
       dagflow rollback 3f2c9a7e-... --json | jq .state
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
     out = sys.stderr if as_json else sys.stdout
 
     async def body(engine: Engine) -> int:
         instance = await engine.get_status(instance_id)
         if instance.state not in (S.FAILED, S.CANCELLED):
-            _fail(f"instance {instance_id} is {instance.state}: only Failed or Cancelled "
+            fail(f"instance {instance_id} is {instance.state}: only Failed or Cancelled "
                   "instances can be rolled back")
         if not instance.definition.config.enable_rollback:
-            _fail(f"rollback is disabled for {instance.workflow_id!r} "
+            fail(f"rollback is disabled for {instance.workflow_id!r} "
                   "(config.enable_rollback: false)")
         seen: list[WorkflowEvent] = []
         progress = PlainProgress(out, where.flag)
@@ -301,7 +308,7 @@ def rollback(instance_id: str, store: str | None, as_json: bool) -> None:
             click.echo(instance_json(final))
         return EXIT_OK if final.state == S.ROLLED_BACK else EXIT_FAILED
 
-    _execute(where, body)
+    execute(where, body)
 
 
 @click.command()
@@ -309,7 +316,7 @@ def rollback(instance_id: str, store: str | None, as_json: bool) -> None:
 @click.option("--from", "from_task", metavar="TASK",
               help="Also run TASK and everything downstream of it again, even if completed.")
 @store_option
-@_run_options
+@run_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print only the final instance as JSON on stdout (progress on stderr).")
 def retry(instance_id: str, from_task: str | None, store: str | None,
@@ -329,18 +336,18 @@ def retry(instance_id: str, from_task: str | None, store: str | None,
       dagflow retry 3f2c9a7e-...
       dagflow retry 3f2c9a7e-... --from build
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
     out = sys.stderr if as_json else sys.stdout
 
     async def body(engine: Engine) -> int:
         instance = await engine.get_status(instance_id)
         if instance.state not in (S.FAILED, S.CANCELLED):
-            _fail(f"instance {instance_id} is {instance.state}: only Failed or Cancelled "
+            fail(f"instance {instance_id} is {instance.state}: only Failed or Cancelled "
                   "instances can be retried")
         ids = [task.id for task in instance.definition.tasks]
         if from_task is not None and from_task not in ids:
-            _fail(f"--from {from_task!r}: no task {from_task!r} in {instance.workflow_id} "
+            fail(f"--from {from_task!r}: no task {from_task!r} in {instance.workflow_id} "
                   f"(tasks: {', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''})")
         progress = _progress(out, instance, where.flag)
         again = f" from {from_task}" if from_task else ""
@@ -351,12 +358,12 @@ def retry(instance_id: str, from_task: str | None, store: str | None,
                                 progress=progress, out=out)
         return _report(final, progress, where, as_json, out)
 
-    _execute(where, body, **_engine_options(connections, auto_approve))
+    execute(where, body, **engine_options(connections, auto_approve))
 
 
 @click.command()
 @store_option
-@_run_options
+@run_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON list of the recovered instances when they end.")
 def recover(store: str | None, connections: tuple[str, ...], auto_approve: bool,
@@ -376,7 +383,7 @@ def recover(store: str | None, connections: tuple[str, ...], auto_approve: bool,
       dagflow recover
       dagflow recover --store postgresql://dagflow@db/dagflow
     """
-    where = _Store(store)
+    where = Store.of(store)
     if where.missing_file() is not None:
         click.echo("[]" if as_json else f"nothing to recover: no store at {where.url}")
         sys.exit(EXIT_OK)
@@ -391,7 +398,7 @@ def recover(store: str | None, connections: tuple[str, ...], auto_approve: bool,
                     seqs[instance.id] = await engine.store.last_event_seq(instance.id)
         ids = await engine.recover()
         for other in seqs.keys() - set(ids):
-            holder = await _held_elsewhere(engine, other)
+            holder = await held_elsewhere(engine, other)
             if holder is not None:
                 click.echo(f"skipped {other}: {holder} holds it (a live process, or one "
                            "that died less than a lease ago)", file=out)
@@ -436,7 +443,7 @@ def recover(store: str | None, connections: tuple[str, ...], auto_approve: bool,
             return EXIT_OK
         return EXIT_INTERRUPTED if S.PAUSED in states else EXIT_FAILED
 
-    _execute(where, body, **_engine_options(connections, auto_approve))
+    execute(where, body, **engine_options(connections, auto_approve))
 
 
 async def _interrupt_all_on_signal(engine: Engine, ids: Sequence[str], out: IO[str]) -> None:
@@ -477,8 +484,8 @@ def archive(older_than: str, store: str | None, as_json: bool) -> None:
     try:
         age = _parse_age(older_than)
     except ValueError as exc:
-        _fail(str(exc))
-    where = _Store(store)
+        fail(str(exc))
+    where = Store.of(store)
     if where.missing_file() is not None:
         click.echo("[]" if as_json else f"archived 0 instances (no store at {where.url})")
         sys.exit(EXIT_OK)
@@ -493,14 +500,14 @@ def archive(older_than: str, store: str | None, as_json: bool) -> None:
                        f"{_when(cutoff)})")
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
 
 
 @click.command()
 @click.argument("instance_id", metavar="ID")
 @click.argument("checkpoint_id", metavar="CHECKPOINT_ID")
 @store_option
-@_run_options
+@run_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print only the final instance as JSON on stdout (progress on stderr).")
 def restore(instance_id: str, checkpoint_id: str, store: str | None,
@@ -518,7 +525,7 @@ def restore(instance_id: str, checkpoint_id: str, store: str | None,
     Examples:
       dagflow restore 3f2c9a7e-... 7d1e0b42-...
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
     out = sys.stderr if as_json else sys.stdout
 
@@ -526,11 +533,11 @@ def restore(instance_id: str, checkpoint_id: str, store: str | None,
         instance = await engine.get_status(instance_id)
         known = [c.id for c in await engine.checkpoints.list_checkpoints(instance_id)]
         if checkpoint_id not in known:
-            _fail(f"instance {instance_id} has no checkpoint {checkpoint_id} (it has "
+            fail(f"instance {instance_id} has no checkpoint {checkpoint_id} (it has "
                   f"{len(known)}: dagflow checkpoints {instance_id}{where.flag})")
         if instance.state in (S.COMPLETED, S.ARCHIVED, S.ROLLED_BACK):
-            _fail(f"instance {instance_id} is {instance.state}: it cannot be restored")
-        holder = await _held_elsewhere(engine, instance_id)
+            fail(f"instance {instance_id} is {instance.state}: it cannot be restored")
+        holder = await held_elsewhere(engine, instance_id)
         if holder is not None:
             raise WorkflowError(f"instance {instance_id} is being run by {holder}: pause or "
                                 "cancel it there first")
@@ -542,7 +549,7 @@ def restore(instance_id: str, checkpoint_id: str, store: str | None,
                                 progress=progress, out=out)
         return _report(final, progress, where, as_json, out)
 
-    _execute(where, body, **_engine_options(connections, auto_approve))
+    execute(where, body, **engine_options(connections, auto_approve))
 
 
 def register(group: click.Group) -> None:

@@ -15,24 +15,19 @@ from .._events import (
 )
 from .._models import TaskState, TaskStatus, WorkflowFilters, WorkflowInstance, WorkflowState
 from .._state import TERMINAL_STATES
-from . import EXIT_OK
+from ._common import EXIT_OK, Store, execute, held_elsewhere, instance_json, store_option
 from ._instances import (
     S,
-    _execute,
-    _held_elsewhere,
     _json_list,
     _parse_state,
     _progress,
     _short,
-    _Store,
     _table,
     _Tail,
     _took,
     _when,
-    store_option,
 )
 from ._progress import PlainProgress
-from ._run import instance_json
 
 if TYPE_CHECKING:
     from .._engine import Engine
@@ -57,7 +52,7 @@ def status(instance_id: str, store: str | None, as_json: bool) -> None:
       dagflow status 3f2c9a7e-... --json | jq .task_states
       dagflow status 3f2c9a7e-... --store sqlite:///ops/dagflow.db
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
 
     async def body(engine: Engine) -> int:
@@ -65,12 +60,12 @@ def status(instance_id: str, store: str | None, as_json: bool) -> None:
         if as_json:
             click.echo(instance_json(instance))
             return EXIT_OK
-        holder = await _held_elsewhere(engine, instance_id)
+        holder = await held_elsewhere(engine, instance_id)
         for line in _status_lines(instance, holder, where.flag):
             click.echo(line)
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
 
 
 def _status_lines(instance: WorkflowInstance, holder: str | None, flag: str) -> list[str]:
@@ -157,7 +152,7 @@ def list_(state: WorkflowState | None, workflow_id: str | None, limit: int, stor
       dagflow list --workflow deploy --state failed --limit 5
       dagflow list --json | jq -r '.[].id'
     """
-    where = _Store(store)
+    where = Store.of(store)
     if where.missing_file() is not None:
         click.echo("[]" if as_json else f"no instances in {where.url}")
         sys.exit(EXIT_OK)
@@ -188,7 +183,7 @@ def list_(state: WorkflowState | None, workflow_id: str | None, limit: int, stor
             click.echo(f"(the newest {limit} shown; --limit 0 shows all)", err=True)
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
 
 
 # --------------------------------------------------------------------------- events
@@ -241,7 +236,7 @@ def events(instance_id: str, follow: bool, after: int, store: str | None,
       dagflow events 3f2c9a7e-... --follow
       dagflow events 3f2c9a7e-... --after 40 --json | jq -c 'select(.type == "TaskFailed")'
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
     progress = PlainProgress(sys.stdout, where.flag)
 
@@ -275,7 +270,7 @@ def events(instance_id: str, follow: bool, after: int, store: str | None,
                        err=True)
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
 
 
 # --------------------------------------------------------------------------- control
@@ -296,7 +291,7 @@ def checkpoints(instance_id: str, store: str | None, as_json: bool) -> None:
       dagflow checkpoints 3f2c9a7e-...
       dagflow checkpoints 3f2c9a7e-... --json | jq -r '.[-1].id'
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
 
     async def body(engine: Engine) -> int:
@@ -323,7 +318,7 @@ def checkpoints(instance_id: str, store: str | None, as_json: bool) -> None:
                    f"{where.flag}")
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
 
 
 def register(group: click.Group) -> None:

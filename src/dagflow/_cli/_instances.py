@@ -14,31 +14,19 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import re
-import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import click
 
-from .._errors import (
-    InvalidStateTransition,
-    StorageError,
-    ValidationError,
-    WorkflowNotFound,
-)
-from .._events import (
-    WorkflowEvent,
-)
+from .._events import WorkflowEvent
 from .._models import WorkflowInstance, WorkflowState
 from .._state import TERMINAL_STATES
-from . import EXIT_BAD_INPUT, EXIT_FAILED, _connections, _fail
-from . import default_store as _default_store
+from ._common import Store, exit_code_for, fail, held_elsewhere, instance_json
 from ._progress import PlainProgress, _seconds
-from ._run import _watch_signals, exit_code_for, instance_json
+from ._run import _watch_signals
 
 if TYPE_CHECKING:
     from .._engine import Engine
@@ -49,102 +37,6 @@ S = WorkflowState
 POLL_SECONDS = 0.2  # how often a follower reads new events from the store
 
 # --------------------------------------------------------------------------- plumbing
-
-
-class _Store:
-    """The store a command works on, and how hints should name it."""
-
-    def __init__(self, store: str | None) -> None:
-        self.url = store or _default_store()
-        self.flag = f" --store {store}" if store else ""
-
-    def missing_file(self) -> str | None:
-        """The SQLite file the URL names, when it does not exist (reading must not create
-        it as a side effect)."""
-        if not self.url.lower().startswith("sqlite:"):
-            return None
-        from .._storage.sqlite import sqlite_path
-
-        try:
-            path, _ = sqlite_path(self.url)
-        except StorageError:
-            return None  # the engine reports a bad URL
-        return None if path == ":memory:" or os.path.exists(path) else path
-
-    def require(self, instance_id: str) -> None:
-        """Exit 2 when the store has no file, so cannot hold ``instance_id``."""
-        path = self.missing_file()
-        if path is not None:
-            _fail(f"no workflow instance {instance_id} in {self.url} (no such file: {path}; "
-                  "pass --store URL or set DAGFLOW_STORE)")
-
-
-def _engine(store: _Store, **options: Any) -> Engine:
-    from .._engine import Engine
-
-    try:
-        return Engine(store=store.url, **options)
-    except StorageError as exc:
-        _fail(str(exc))
-
-
-def _execute(store: _Store, body: Callable[[Engine], Awaitable[int]],
-             **options: Any) -> NoReturn:
-    """Run ``body`` inside ``async with Engine`` and exit with its code; dagflow errors
-    become one ``dagflow: error:`` line and their exit code."""
-    engine = _engine(store, **options)
-
-    async def main() -> int:
-        async with engine:
-            return await body(engine)
-
-    try:
-        code = anyio.run(main)
-    except BaseException as exc:  # re-raised below unless it is ours to explain
-        error = _unwrap(exc)
-        if isinstance(error, BrokenPipeError):  # `dagflow list | head`: stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(EXIT_FAILED)
-        if isinstance(error, WorkflowNotFound):
-            _fail(f"no workflow instance {error.instance_id} in {store.url}")
-        if isinstance(error, InvalidStateTransition):
-            _fail(str(error))
-        if isinstance(error, ValidationError):
-            for problem in error.problems:
-                click.echo(f"dagflow: error: {problem}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
-        if error is exc:
-            raise
-        raise error from None  # main() maps it to an exit code
-    sys.exit(code)
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The error inside the task groups' ExceptionGroups: an exit or Ctrl-C first, then
-    the first real error (not the cancellations it caused)."""
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for inner in e.exceptions:
-                walk(inner)
-        else:
-            leaves.append(e)
-
-    walk(exc)
-    for kinds in ((SystemExit, KeyboardInterrupt), (Exception,)):
-        for leaf in leaves:
-            if isinstance(leaf, kinds):
-                return leaf
-    return leaves[0] if leaves else exc
-
-
-async def _held_elsewhere(engine: Engine, instance_id: str) -> str | None:
-    """Who runs the instance in another process (a live lease), or None."""
-    holder, until = await engine.store.lease_of(instance_id)
-    if holder is not None and holder != engine.owner and until > time.time():
-        return str(holder)
-    return None
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -185,7 +77,7 @@ def _parse_state(ctx: click.Context, param: click.Parameter, value: str | None
     for state in WorkflowState:
         if squash(value) in (squash(state.value), squash(state.name)):
             return state
-    _fail(f"--state {value!r} is not a state; use one of: "
+    fail(f"--state {value!r} is not a state; use one of: "
           f"{', '.join(s.value for s in WorkflowState)}")
 
 
@@ -211,28 +103,6 @@ def _parse_age(text: str) -> dt.timedelta:
     except (TypeError, ValueError):
         raise ValueError(f"--older-than {text!r}: write a duration like 30d, 12h, 90m, 45s, "
                          "1d12h or ISO 8601 (P30D, PT12H)") from None
-
-
-store_option = click.option(
-    "--store", metavar="URL", default=None,
-    help="Where instances live: sqlite:///path.db, postgresql://... (default: "
-         "$DAGFLOW_STORE, else sqlite:///.dagflow/dagflow.db).")
-
-
-def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """What a command that runs tasks needs beyond the store (not kept with the instance)."""
-    f = click.option("--auto-approve", is_flag=True,
-                     help="Approve every approval gate at once, as 'system'.")(f)
-    f = click.option("--connection", "connections", multiple=True, metavar="NAME=URL",
-                     help="A database for Query tasks with query_type NAME. Repeatable.")(f)
-    return f
-
-
-def _engine_options(connections: Sequence[str], auto_approve: bool) -> dict[str, Any]:
-    from .._settings import EngineSettings
-
-    return {"connections": _connections(connections),
-            "settings": EngineSettings(auto_approve=auto_approve)}
 
 
 # --------------------------------------------------------------------------- following runs
@@ -276,7 +146,7 @@ class _Tail:
         async def idle(instance: WorkflowInstance) -> bool:
             return instance.state in TERMINAL_STATES or (
                 instance.state != S.PENDING
-                and await _held_elsewhere(self.engine, self.instance_id) is None)
+                and await held_elsewhere(self.engine, self.instance_id) is None)
 
         return await self.until(idle)
 
@@ -328,7 +198,7 @@ def _stopped_on_error(progress: Any) -> Iterator[None]:
         raise
 
 
-def _report(final: WorkflowInstance, progress: Any, store: _Store, as_json: bool,
+def _report(final: WorkflowInstance, progress: Any, store: Store, as_json: bool,
             out: IO[str]) -> int:
     """The summary (and the instance on stdout with --json); the exit code of its state."""
     progress.close(final)
@@ -343,7 +213,7 @@ def _report(final: WorkflowInstance, progress: Any, store: _Store, as_json: bool
 
 
 def _ended(instance: WorkflowInstance, doing: str) -> NoReturn:
-    _fail(f"instance {instance.id} already ended ({instance.state}): nothing to {doing}")
+    fail(f"instance {instance.id} already ended ({instance.state}): nothing to {doing}")
 
 
 # --------------------------------------------------------------------------- status, list
