@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import IO, TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 import click
@@ -38,21 +36,23 @@ from ._common import (
     run_options,
     store_option,
 )
-from ._instances import (
+from ._follow import (
     POLL_SECONDS,
+    Follower,
+    interrupt_all_on_signal,
+    run_here,
+    showing,
+    stopped_on_error,
+)
+from ._instances import (
     S,
     _ended,
     _json_list,
     _parse_age,
-    _progress,
     _report,
-    _run_here,
-    _stopped_on_error,
-    _Tail,
     _when,
 )
-from ._progress import PlainProgress, summary
-from ._run import _watch_signals
+from ._progress import PlainProgress, progress_for, summary
 
 if TYPE_CHECKING:
     from .._engine import Engine
@@ -107,18 +107,14 @@ def resume(instance_id: str, store: str | None, connections: tuple[str, ...],
                        file=out)
         else:
             click.echo(f"resuming instance {instance_id} of {instance.workflow_id}", file=out)
-        progress = _progress(out, instance, where.flag)
-        tail = _Tail(engine, instance_id, seq, progress)
-        with _stopped_on_error(progress):
+        progress = progress_for(out, instance, where.flag)
+        follower = Follower(engine, instance_id, seq)
+        with stopped_on_error(progress):
             if holder is not None:
-                final = await tail.until_idle()
+                final = await follower.until_idle(progress)
             else:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_watch_signals, engine, instance_id, out)
-                    tg.start_soon(tail.poll)
-                    final = await _wait_resumed(engine, instance_id)
-                    tg.cancel_scope.cancel()
-                await tail.drain()
+                final = await showing(follower, progress,
+                                      lambda: _wait_resumed(engine, instance_id), out=out)
         return _report(final, progress, where, as_json, out)
 
     execute(where, body, **engine_options(connections, auto_approve))
@@ -283,13 +279,9 @@ def rollback(instance_id: str, store: str | None, as_json: bool) -> None:
             seen.append(event)
             progress(event)
 
-        tail = _Tail(engine, instance_id, await engine.store.last_event_seq(instance_id),
-                     emit)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(tail.poll)
-            final = await engine.rollback(instance_id)
-            tg.cancel_scope.cancel()
-        await tail.drain()
+        follower = Follower(engine, instance_id,
+                            await engine.store.last_event_seq(instance_id))
+        final = await showing(follower, emit, lambda: engine.rollback(instance_id))
         undone = [e.task_id for e in seen if isinstance(e, RollbackTaskCompleted)]
         planned = next((e.tasks for e in seen if isinstance(e, RollbackStarted)), ())
         failed = next((e for e in seen if isinstance(e, RollbackTaskFailed)), None)
@@ -349,13 +341,13 @@ def retry(instance_id: str, from_task: str | None, store: str | None,
         if from_task is not None and from_task not in ids:
             fail(f"--from {from_task!r}: no task {from_task!r} in {instance.workflow_id} "
                   f"(tasks: {', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''})")
-        progress = _progress(out, instance, where.flag)
+        progress = progress_for(out, instance, where.flag)
         again = f" from {from_task}" if from_task else ""
         click.echo(f"retrying instance {instance_id} of {instance.workflow_id}{again}",
                    file=out)
-        final = await _run_here(engine, instance,
-                                lambda: engine.retry(instance_id, from_task=from_task),
-                                progress=progress, out=out)
+        final = await run_here(engine, instance,
+                               lambda: engine.retry(instance_id, from_task=from_task),
+                               progress=progress, out=out)
         return _report(final, progress, where, as_json, out)
 
     execute(where, body, **engine_options(connections, auto_approve))
@@ -418,17 +410,17 @@ def recover(store: str | None, connections: tuple[str, ...], auto_approve: bool,
                     click.echo(f"{one[:8]}  {line}", file=out)
 
             seq = seqs.get(one)
-            tail = _Tail(engine, one, await engine.store.last_event_seq(one) if seq is None
-                         else seq, emit)
+            follower = Follower(engine, one, await engine.store.last_event_seq(one)
+                                if seq is None else seq)
             async def ended(instance: WorkflowInstance) -> bool:
                 # Paused counts as an end: that run stops when we exit, resumable later
                 return instance.state in TERMINAL_STATES or instance.state == S.PAUSED
 
-            finals[one] = final = await tail.until(ended)
+            finals[one] = final = await follower.until(ended, emit)
             click.echo(f"{one}  {summary(final)}", file=out)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_interrupt_all_on_signal, engine, ids, out)
+            tg.start_soon(interrupt_all_on_signal, engine, ids, out)
             async with anyio.create_task_group() as waits:
                 for one in ids:
                     waits.start_soon(follow, one)
@@ -444,21 +436,6 @@ def recover(store: str | None, connections: tuple[str, ...], auto_approve: bool,
         return EXIT_INTERRUPTED if S.PAUSED in states else EXIT_FAILED
 
     execute(where, body, **engine_options(connections, auto_approve))
-
-
-async def _interrupt_all_on_signal(engine: Engine, ids: Sequence[str], out: IO[str]) -> None:
-    """First Ctrl-C (or SIGTERM): interrupt every run cleanly. Second: give up at once."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        count = 0
-        async for _ in signals:
-            count += 1
-            if count > 1:
-                raise KeyboardInterrupt
-            click.echo("\ninterrupting: stopping running tasks (Ctrl-C again to quit at "
-                       "once)", file=out)
-            for one in ids:
-                with contextlib.suppress(WorkflowError):  # it already ended
-                    await engine.interrupt_workflow(one, "interrupted (Ctrl-C)")
 
 
 # --------------------------------------------------------------------------- housekeeping
@@ -541,12 +518,12 @@ def restore(instance_id: str, checkpoint_id: str, store: str | None,
         if holder is not None:
             raise WorkflowError(f"instance {instance_id} is being run by {holder}: pause or "
                                 "cancel it there first")
-        progress = _progress(out, instance, where.flag)
+        progress = progress_for(out, instance, where.flag)
         click.echo(f"restoring instance {instance_id} to checkpoint {checkpoint_id}",
                    file=out)
-        final = await _run_here(engine, instance,
-                                lambda: engine.restore(instance_id, checkpoint_id),
-                                progress=progress, out=out)
+        final = await run_here(engine, instance,
+                               lambda: engine.restore(instance_id, checkpoint_id),
+                               progress=progress, out=out)
         return _report(final, progress, where, as_json, out)
 
     execute(where, body, **engine_options(connections, auto_approve))

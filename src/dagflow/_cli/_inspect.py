@@ -16,18 +16,17 @@ from .._events import (
 from .._models import TaskState, TaskStatus, WorkflowFilters, WorkflowInstance, WorkflowState
 from .._state import TERMINAL_STATES
 from ._common import EXIT_OK, Store, execute, held_elsewhere, instance_json, store_option
+from ._follow import Follower
 from ._instances import (
     S,
     _json_list,
     _parse_state,
-    _progress,
     _short,
     _table,
-    _Tail,
     _took,
     _when,
 )
-from ._progress import PlainProgress
+from ._progress import PlainProgress, progress_for
 
 if TYPE_CHECKING:
     from .._engine import Engine
@@ -251,17 +250,16 @@ def events(instance_id: str, follow: bool, after: int, store: str | None,
 
     async def body(engine: Engine) -> int:
         await engine.get_status(instance_id)  # unknown id: exit 2 before anything else
-        tail = _Tail(engine, instance_id, after, emit)
+        follower = Follower(engine, instance_id, after)
         if not follow:
-            await tail.drain()
+            await follower.feed(emit, follow=False)
             return EXIT_OK
         live = None
         if not as_json and sys.stdout.isatty():
             # on a terminal: the history as lines, then a live table of what follows
-            await tail.drain()
-            live = _progress(sys.stdout, await engine.get_status(instance_id), where.flag)
-            tail.emit = live
-        final = await tail.until_idle()
+            await follower.feed(emit, follow=False)
+            live = progress_for(sys.stdout, await engine.get_status(instance_id), where.flag)
+        final = await follower.until_idle(emit if live is None else live)
         if live is not None:
             live.close(final)
         if final.state not in TERMINAL_STATES:

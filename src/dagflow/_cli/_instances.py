@@ -11,30 +11,21 @@ is 130.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from collections.abc import Sequence
+from typing import IO, Any, NoReturn
 
-import anyio
 import click
 
-from .._events import WorkflowEvent
 from .._models import WorkflowInstance, WorkflowState
-from .._state import TERMINAL_STATES
-from ._common import Store, exit_code_for, fail, held_elsewhere, instance_json
-from ._progress import PlainProgress, _seconds
-from ._run import _watch_signals
-
-if TYPE_CHECKING:
-    from .._engine import Engine
+from ._common import Store, exit_code_for, fail, instance_json
+from ._progress import _seconds
 
 __all__: list[str] = []  # private helpers of _inspect and _control
 
 S = WorkflowState
-POLL_SECONDS = 0.2  # how often a follower reads new events from the store
 
 # --------------------------------------------------------------------------- plumbing
 
@@ -106,96 +97,6 @@ def _parse_age(text: str) -> dt.timedelta:
 
 
 # --------------------------------------------------------------------------- following runs
-
-
-class _Tail:
-    """Hands an instance's new events to ``emit`` in order, each exactly once, by reading
-    the store (so it sees runs of this process and of others alike)."""
-
-    def __init__(self, engine: Engine, instance_id: str, seq: int,
-                 emit: Callable[[WorkflowEvent], None]) -> None:
-        self.engine, self.instance_id, self.seq, self.emit = engine, instance_id, seq, emit
-
-    async def drain(self) -> None:
-        """Emit what has been recorded since the last call."""
-        async for event in self.engine.stream_events(self.instance_id, after=self.seq,
-                                                     follow=False):
-            self.emit(event)
-            self.seq = event.seq
-
-    async def poll(self) -> None:
-        """Emit events as they are recorded, until cancelled."""
-        while True:
-            await self.drain()
-            await anyio.sleep(POLL_SECONDS)
-
-    async def until(self, done: Callable[[WorkflowInstance], Awaitable[bool]]
-                    ) -> WorkflowInstance:
-        """Emit events until ``await done(instance)``; return the instance as it is then."""
-        while True:
-            await self.drain()
-            instance = await self.engine.get_status(self.instance_id)
-            if await done(instance):
-                await self.drain()  # what landed between the two reads
-                return instance
-            await anyio.sleep(POLL_SECONDS)
-
-    async def until_idle(self) -> WorkflowInstance:
-        """Emit events until the instance has ended, or no process runs it any more
-        (Pending counts as about to run)."""
-        async def idle(instance: WorkflowInstance) -> bool:
-            return instance.state in TERMINAL_STATES or (
-                instance.state != S.PENDING
-                and await held_elsewhere(self.engine, self.instance_id) is None)
-
-        return await self.until(idle)
-
-
-def _progress(out: IO[str], instance: WorkflowInstance, store_flag: str) -> Any:
-    """The live table on a terminal (seeded with the tasks' states so far), else lines."""
-    if not out.isatty():
-        return PlainProgress(out, store_flag)
-    from rich.console import Console
-
-    from ._progress import LiveProgress
-
-    live = LiveProgress(Console(file=out), instance.definition, store_flag)
-    for task_id, state in instance.task_states.items():
-        if task_id in live.status:
-            live.status[task_id] = state.state
-            live.attempt[task_id] = state.attempts
-            if state.started_at is not None:
-                live.started[task_id] = state.started_at
-    return live
-
-
-async def _run_here(engine: Engine, instance: WorkflowInstance,
-                    action: Callable[[], Awaitable[WorkflowInstance]], *, progress: Any,
-                    out: IO[str]) -> WorkflowInstance:
-    """Do ``action`` (which runs the instance in this process) while showing its events;
-    Ctrl-C interrupts the run and leaves it Paused."""
-    tail = _Tail(engine, instance.id, await engine.store.last_event_seq(instance.id),
-                 progress)
-    with _stopped_on_error(progress):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, engine, instance.id, out)
-            tg.start_soon(tail.poll)
-            final = await action()
-            tg.cancel_scope.cancel()
-        await tail.drain()
-    return final
-
-
-@contextlib.contextmanager
-def _stopped_on_error(progress: Any) -> Iterator[None]:
-    """Give the terminal back (stop the live table) when the run errors out."""
-    try:
-        yield
-    except BaseException:
-        live = getattr(progress, "live", None)
-        if live is not None:
-            live.stop()
-        raise
 
 
 def _report(final: WorkflowInstance, progress: Any, store: Store, as_json: bool,

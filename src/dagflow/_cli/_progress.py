@@ -29,7 +29,7 @@ from .._events import (
 )
 from .._models import TaskStatus, WorkflowInstance
 
-__all__ = ["LiveProgress", "PlainProgress", "approval_hint", "summary"]
+__all__ = ["LiveProgress", "PlainProgress", "approval_hint", "progress_for", "summary"]
 
 
 def _seconds(value: float) -> str:
@@ -232,3 +232,19 @@ class LiveProgress:
         """Stop the live view and print the summary."""
         self.live.stop()
         self.console.print(summary(instance), markup=False, highlight=False)
+
+
+def progress_for(out: IO[str], instance: WorkflowInstance, store_flag: str) -> Any:
+    """The live table on a terminal (seeded with the tasks' states so far), else lines."""
+    if not out.isatty():
+        return PlainProgress(out, store_flag)
+    from rich.console import Console
+
+    live = LiveProgress(Console(file=out), instance.definition, store_flag)
+    for task_id, state in instance.task_states.items():
+        if task_id in live.status:
+            live.status[task_id] = state.state
+            live.attempt[task_id] = state.attempts
+            if state.started_at is not None:
+                live.started[task_id] = state.started_at
+    return live

@@ -4,17 +4,16 @@ code. Ctrl-C interrupts: running tasks are stopped and the instance is left Paus
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import anyio
 import click
 
-from .._events import WorkflowEvent
-from .._models import WorkflowDefinition, WorkflowState
+from .._models import WorkflowDefinition, WorkflowInstance, WorkflowState
 from ._common import Store, execute, exit_code_for, instance_json
+from ._follow import Follower, showing
+from ._progress import progress_for
 
 if TYPE_CHECKING:
     from .._engine import Engine
@@ -32,38 +31,19 @@ def run_workflow(
     user: str,
 ) -> NoReturn:
     """Run ``definition`` to its end (or an interrupt) and exit with the end's code."""
-    from ._progress import LiveProgress, PlainProgress
-
     out = sys.stderr if as_json else sys.stdout
 
     async def body(engine: Engine) -> int:
         # an invalid --var raises ValidationError: execute() prints its problems, exit 2
         instance = await engine.create_workflow(definition, user, variables)
-        if out.isatty():
-            from rich.console import Console
-
-            progress: Any = LiveProgress(Console(file=out), definition, store.flag)
-        else:
-            progress = PlainProgress(out, store.flag)
+        progress = progress_for(out, instance, store.flag)  # a new instance: all Pending
         click.echo(f"instance {instance.id} of {definition.id}", file=out)
-        last = 0
 
-        async def follow() -> None:
-            nonlocal last
-            async for event in engine.stream_events(instance.id):
-                progress(event)
-                last = event.seq
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, engine, instance.id, out)
+        async def run() -> WorkflowInstance:
             await engine.start_workflow(instance.id)
-            tg.start_soon(follow)
-            final = await engine.wait(instance.id)
-            tg.cancel_scope.cancel()
-        rest: list[WorkflowEvent] = [
-            e async for e in engine.stream_events(instance.id, after=last, follow=False)]
-        for event in rest:
-            progress(event)
+            return await engine.wait(instance.id)
+
+        final = await showing(Follower(engine, instance.id), progress, run, out=out)
         progress.close(final)
         if final.state == WorkflowState.PAUSED:
             click.echo(f"instance {final.id} is paused; continue it with:  dagflow resume "
@@ -73,17 +53,3 @@ def run_workflow(
         return exit_code_for(final)
 
     execute(store, body, **options)
-
-
-async def _watch_signals(engine: Any, instance_id: str, out: Any) -> None:
-    """First Ctrl-C (or SIGTERM): interrupt cleanly. Second: give up at once."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        count = 0
-        async for _ in signals:
-            count += 1
-            if count == 1:
-                click.echo("\ninterrupting: stopping running tasks (Ctrl-C again to quit "
-                           "at once)", file=out)
-                await engine.interrupt_workflow(instance_id, "interrupted (Ctrl-C)")
-            else:
-                raise KeyboardInterrupt
