@@ -40,8 +40,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_STORE", "EXIT_BAD_INPUT", "EXIT_CODES", "EXIT_FAILED", "EXIT_INTERRUPTED",
     "EXIT_OK", "Store", "current_user", "default_store", "engine_options", "execute",
-    "exit_code_for", "fail", "held_elsewhere", "instance_json", "open_engine", "open_store",
-    "run_async", "run_options", "stdout_closed", "store_option", "unwrap", "with_engine",
+    "exit_code_for", "exit_code_for_error", "fail", "held_elsewhere", "instance_json",
+    "open_engine", "open_store", "run_async", "run_options", "stdout_closed", "store_option",
+    "unwrap", "with_engine",
 ]
 
 T = TypeVar("T")
@@ -61,6 +62,11 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (InvalidStateTransition, EXIT_BAD_INPUT),  # asking an instance for what its state forbids
     (WorkflowError, EXIT_FAILED),
 )
+
+
+def exit_code_for_error(error: WorkflowError) -> int:
+    """The exit code of a dagflow error that reached ``main``, from EXIT_CODES."""
+    return next(code for kind, code in EXIT_CODES if isinstance(error, kind))
 
 
 def exit_code_for(instance: WorkflowInstance) -> int:

@@ -15,6 +15,7 @@ import click
 from .._errors import StorageError, WorkflowNotFound
 from .._models import WorkflowInstance
 from ._common import EXIT_BAD_INPUT, Store, fail, stdout_closed, with_engine
+from ._workflow import load, print_problems
 
 if TYPE_CHECKING:
     from .._engine import Engine
@@ -80,15 +81,14 @@ def graph(file: str | None, fmt: str, output: str | None, instance_id: str | Non
     Exit codes: 0 drawn · 2 bad input (invalid FILE, unknown instance, unwritable -o).
     """
     from .._graph import render
-    from . import _load, _print_problems
 
     if file is None and instance_id is None:
         fail("give a workflow FILE, or --instance ID to draw a run "
               "(see 'dagflow graph --help')")
     instance = _load_instance(instance_id, store) if instance_id is not None else None
     if file is not None:
-        definition, warnings = _load(file)
-        _print_problems(warnings, kind="warning")
+        definition, warnings = load(file)
+        print_problems(warnings, kind="warning")
         if instance is not None and instance.workflow_id != definition.id:
             click.echo(f"warning: instance {instance.id} ran workflow {instance.workflow_id!r},"
                        f" not {definition.id!r}; tasks are matched by id", err=True)
