@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import click
 
 from .._errors import WorkflowError
-from . import _approvals, _control, _graph, _inspect, _run, _workflow
+from . import _approvals, _control, _graph, _inspect, _rerun, _run, _workflow
 from ._common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, exit_code_for_error, fail
 
 __all__ = ["main"]
@@ -50,7 +50,7 @@ def cli() -> None:
     """
 
 
-for _module in (_workflow, _run, _inspect, _control, _approvals, _graph):
+for _module in (_workflow, _run, _inspect, _rerun, _control, _approvals, _graph):
     _module.register(cli)
 
 

@@ -15,23 +15,25 @@ from .._events import (
 )
 from .._models import TaskState, TaskStatus, WorkflowFilters, WorkflowInstance, WorkflowState
 from .._state import TERMINAL_STATES
-from ._common import EXIT_OK, Store, execute, held_elsewhere, instance_json, store_option
-from ._follow import Follower
-from ._instances import (
-    S,
-    _json_list,
-    _parse_state,
-    _short,
-    _table,
-    _took,
-    _when,
+from ._common import (
+    EXIT_OK,
+    Store,
+    execute,
+    fail,
+    held_elsewhere,
+    instance_json,
+    store_option,
 )
+from ._follow import Follower
+from ._format import elapsed, json_list, short_line, table, when
 from ._progress import PlainProgress, progress_for
 
 if TYPE_CHECKING:
     from .._engine import Engine
 
 __all__ = ["register"]
+
+S = WorkflowState
 
 
 @click.command()
@@ -73,12 +75,12 @@ def _status_lines(instance: WorkflowInstance, holder: str | None, flag: str) -> 
     by = f" by {instance.created_by}" if instance.created_by else ""
     lines = [f"instance   {instance.id}", f"workflow   {instance.workflow_id}{name}",
              f"state      {instance.state}" + (f" (run by {holder})" if holder else ""),
-             f"created    {_when(instance.created_at)}{by}"]
+             f"created    {when(instance.created_at)}{by}"]
     if instance.started_at:
-        lines.append(f"started    {_when(instance.started_at)}")
+        lines.append(f"started    {when(instance.started_at)}")
     if instance.completed_at:
-        lines.append(f"completed  {_when(instance.completed_at)} "
-                     f"(took {_took(instance.started_at, instance.completed_at)})")
+        lines.append(f"completed  {when(instance.completed_at)} "
+                     f"(took {elapsed(instance.started_at, instance.completed_at)})")
     if instance.parent_id:
         lines.append(f"parent     {instance.parent_id}")
     if instance.error:
@@ -89,11 +91,11 @@ def _status_lines(instance: WorkflowInstance, holder: str | None, flag: str) -> 
             rows.append([indent + task_id, str(TaskStatus.PENDING), "", "", ""])
             continue
         running = state.state in (TaskStatus.RUNNING, TaskStatus.WAITING_APPROVAL)
-        took = _took(state.started_at, None) if running else (
-            _took(state.started_at, state.completed_at) if state.completed_at else "")
+        took = elapsed(state.started_at, None) if running else (
+            elapsed(state.started_at, state.completed_at) if state.completed_at else "")
         rows.append([indent + task_id, str(state.state), str(state.attempts), took,
-                     _short(state.error)])
-    lines += ["", *_table(rows)]
+                     short_line(state.error)])
+    lines += ["", *table(rows)]
     hint = {S.PAUSED: f"continue it with:  dagflow resume {instance.id}{flag}",
             S.FAILED: f"run it again with:  dagflow retry {instance.id}{flag}  (or undo "
                       f"it: dagflow rollback {instance.id}{flag})",
@@ -127,6 +129,21 @@ def _task_rows(instance: WorkflowInstance) -> list[tuple[str, str, TaskState | N
                                                                     key=order))
     rows.extend((key, "", state) for key, state in sorted(states.items()))
     return rows
+
+
+def _parse_state(ctx: click.Context, param: click.Parameter, value: str | None
+                 ) -> WorkflowState | None:
+    """``running``, ``Running``, ``waiting_approval``, ``rolled-back``... -> the state."""
+    if value is None:
+        return None
+
+    def squash(text: str) -> str:
+        return re.sub(r"[\s_-]", "", text).lower()
+    for state in WorkflowState:
+        if squash(value) in (squash(state.value), squash(state.name)):
+            return state
+    fail(f"--state {value!r} is not a state; use one of: "
+          f"{', '.join(s.value for s in WorkflowState)}")
 
 
 @click.command(name="list")
@@ -166,17 +183,17 @@ def list_(state: WorkflowState | None, workflow_id: str | None, limit: int, stor
             from .._serde import make_converter
 
             converter = make_converter()
-            click.echo(_json_list([converter.unstructure(i) for i in instances]))
+            click.echo(json_list([converter.unstructure(i) for i in instances]))
         elif not instances:
             click.echo("no instances" + (" matching" if state or workflow_id else "")
                        + f" in {where.url}")
         else:
             rows = [["id", "workflow", "state", "created", "duration"]]
-            rows += [[i.id, i.workflow_id, str(i.state), _when(i.created_at)[:-4],
-                      _took(i.started_at, i.completed_at if i.state in TERMINAL_STATES
+            rows += [[i.id, i.workflow_id, str(i.state), when(i.created_at)[:-4],
+                      elapsed(i.started_at, i.completed_at if i.state in TERMINAL_STATES
                             or i.state == S.PAUSED else None)]
                      for i in instances]
-            for line in _table(rows):
+            for line in table(rows):
                 click.echo(line)
         if more:
             click.echo(f"(the newest {limit} shown; --limit 0 shows all)", err=True)
@@ -271,7 +288,7 @@ def events(instance_id: str, follow: bool, after: int, store: str | None,
     execute(where, body)
 
 
-# --------------------------------------------------------------------------- control
+# --------------------------------------------------------------------------- checkpoints
 
 
 @click.command()
@@ -299,7 +316,7 @@ def checkpoints(instance_id: str, store: str | None, as_json: bool) -> None:
             from .._serde import make_converter
 
             converter = make_converter()
-            click.echo(_json_list([converter.unstructure(c) for c in found]))
+            click.echo(json_list([converter.unstructure(c) for c in found]))
             return EXIT_OK
         if not found:
             click.echo(f"instance {instance_id} has no checkpoints")
@@ -308,9 +325,9 @@ def checkpoints(instance_id: str, store: str | None, as_json: bool) -> None:
         for checkpoint in found:
             done = sorted(k for k, s in checkpoint.task_states.items()
                           if s.state == TaskStatus.COMPLETED and "[" not in k)
-            rows.append([checkpoint.id, _when(checkpoint.timestamp),
-                         str(checkpoint.workflow_state), _short(", ".join(done)) or "-"])
-        for line in _table(rows):
+            rows.append([checkpoint.id, when(checkpoint.timestamp),
+                         str(checkpoint.workflow_state), short_line(", ".join(done)) or "-"])
+        for line in table(rows):
             click.echo(line)
         click.echo(f"\nrewind to one with:  dagflow restore {instance_id} CHECKPOINT_ID"
                    f"{where.flag}")
