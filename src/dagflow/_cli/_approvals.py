@@ -51,6 +51,7 @@ def _run(work: Callable[[Any], Awaitable[T]], store: Store) -> T:
 
 
 def _left(expires_at: dt.datetime) -> str:
+    """The time left until ``expires_at``: ``1h05m left``, ``4m30s left`` or ``expired``."""
     seconds = (expires_at - dt.datetime.now(dt.UTC)).total_seconds()
     if seconds <= 0:
         return "expired"
@@ -171,6 +172,7 @@ async def _decided(system: Any, approval_id: str) -> tuple[Any, Any]:
 
 
 def _print_gate(status: Any, request: Any) -> None:
+    """The gate with its votes and its state, as JSON (``--json``)."""
     from .._serde import make_converter
 
     converter = make_converter()

@@ -70,6 +70,7 @@ def status(instance_id: str, store: str | None, as_json: bool) -> None:
 
 
 def _status_lines(instance: WorkflowInstance, holder: str | None, flag: str) -> list[str]:
+    """What ``dagflow status`` prints: the instance, its tasks, and what to do next."""
     definition = instance.definition
     name = f" ({definition.name})" if definition.name != definition.id else ""
     by = f" by {instance.created_by}" if instance.created_by else ""
