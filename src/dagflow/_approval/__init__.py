@@ -1,6 +1,6 @@
 """Approval gates: the rules, and the ApprovalSystem implementations."""
 
 from .memory import MemoryApprovalSystem
-from .store import DefaultApprovalSystem, StoreApprovalSystem
+from .store import DefaultApprovalSystem
 
-__all__ = ["DefaultApprovalSystem", "MemoryApprovalSystem", "StoreApprovalSystem"]
+__all__ = ["DefaultApprovalSystem", "MemoryApprovalSystem"]

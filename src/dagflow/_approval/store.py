@@ -23,7 +23,7 @@ from .._models import ApprovalRequest, ApprovalStatus
 from .._protocols import ApprovalStore
 from ._rules import apply_vote, identity, may_still_vote, new_approval_id, status_of
 
-__all__ = ["DefaultApprovalSystem", "StoreApprovalSystem"]
+__all__ = ["DefaultApprovalSystem"]
 
 
 @attrs.define(eq=False)
@@ -173,6 +173,3 @@ class DefaultApprovalSystem:
         self._any.set()
         self._any = anyio.Event()
 
-
-#: The name this class had before it was exported (kept for the CLI and old imports).
-StoreApprovalSystem = DefaultApprovalSystem

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 import click
 
 from .._errors import ApprovalError, StorageError
+from ._common import Store, fail, open_store, run_async
 
 __all__ = ["register"]
+
+T = TypeVar("T")
 
 _STORE_HELP = ("Where instances live (default: $DAGFLOW_STORE, else "
                "sqlite:///.dagflow/dagflow.db).")
@@ -26,33 +29,30 @@ _JSON_HELP = ("Print the gate after the vote as JSON: its state (Pending, Approv
               "Rejected), approvers, min_approvals and votes.")
 
 
-def _system(store: str | None) -> Any:
-    from .._approval.store import StoreApprovalSystem
-    from .._storage import open_storage
-    from . import default_store
+def _run(work: Callable[[Any], Awaitable[T]], store: Store) -> T:
+    """Run ``work(system)`` with the store opened for this command, closing it after.
 
-    return StoreApprovalSystem(open_storage(store or default_store()))
+    A refusal (an unknown id, a vote the gate does not take, a bad store URL) exits 2.
+    """
+    async def main() -> T:
+        from .._approval.store import DefaultApprovalSystem
 
-
-def _run(work: Any) -> Any:
-    """Run ``work(system)`` with a store opened for this command, closing it after."""
-    async def main(store: str | None) -> Any:
-        system = _system(store)
+        opened = open_store(store)
+        system = DefaultApprovalSystem(opened)
         try:
             return await work(system)
         finally:
             with anyio.CancelScope(shield=True):
-                await system.store.close()
+                await opened.close()
 
-    return main
-
-
-def _refused(exc: BaseException) -> None:
-    click.echo(f"dagflow: error: {exc}", err=True)
-    sys.exit(2)
+    try:
+        return run_async(main)
+    except (ApprovalError, StorageError) as exc:
+        fail(str(exc))
 
 
 def _left(expires_at: dt.datetime) -> str:
+    """The time left until ``expires_at``: ``1h05m left``, ``4m30s left`` or ``expired``."""
     seconds = (expires_at - dt.datetime.now(dt.UTC)).total_seconds()
     if seconds <= 0:
         return "expired"
@@ -76,9 +76,8 @@ def approvals(approver: str | None, store: str | None, as_json: bool) -> None:
       dagflow approvals --json | jq -r '.[].approval_id'
     """
     from .._serde import make_converter
-    from ._instances import _Store
 
-    where = _Store(store)
+    where = Store.of(store)
     if where.missing_file() is not None:  # nothing to list, and nothing to create
         click.echo("[]" if as_json else f"no approval is waiting (no store yet: {where.url})")
         return
@@ -86,10 +85,7 @@ def approvals(approver: str | None, store: str | None, as_json: bool) -> None:
     async def work(system: Any) -> list[Any]:
         return await system.list_pending_approvals(approver)  # type: ignore[no-any-return]
 
-    try:
-        pending = anyio.run(_run(work), store)
-    except StorageError as exc:
-        _refused(exc)
+    pending = _run(work, where)
     if as_json:
         converter = make_converter()
         click.echo(json.dumps([converter.unstructure(r) for r in pending], indent=2))
@@ -131,10 +127,7 @@ def approve(approval_id: str, approver: str, comment: str | None, store: str | N
         await system.grant_approval(approval_id, approver, comment)
         return await _decided(system, approval_id)
 
-    try:
-        status, request = anyio.run(_run(work), store)
-    except (ApprovalError, StorageError) as exc:
-        _refused(exc)
+    status, request = _run(work, Store.of(store))
     gate = f"gate {request.task_id!r} of {request.workflow_id}"
     if as_json:
         _print_gate(status, request)
@@ -165,10 +158,7 @@ def reject(approval_id: str, approver: str, reason: str, store: str | None,
         await system.reject_approval(approval_id, approver, reason)
         return await _decided(system, approval_id)
 
-    try:
-        status, request = anyio.run(_run(work), store)
-    except (ApprovalError, StorageError) as exc:
-        _refused(exc)
+    status, request = _run(work, Store.of(store))
     if as_json:
         _print_gate(status, request)
     else:
@@ -183,6 +173,7 @@ async def _decided(system: Any, approval_id: str) -> tuple[Any, Any]:
 
 
 def _print_gate(status: Any, request: Any) -> None:
+    """The gate with its votes and its state, as JSON (``--json``)."""
     from .._serde import make_converter
 
     converter = make_converter()

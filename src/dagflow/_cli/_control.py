@@ -1,146 +1,46 @@
-"""``dagflow resume``, ``pause``, ``cancel``, ``rollback``, ``retry``, ``recover``,
-``archive`` and ``restore``: acting on instances."""
+"""``dagflow pause``, ``cancel``, ``rollback`` and ``archive``: changing instances, also
+ones that another process runs."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import signal
+import re
 import sys
-from collections.abc import Callable, Sequence
-from typing import IO, TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 import click
 
-from .._errors import (
-    WorkflowError,
-)
 from .._events import (
     RollbackStarted,
     RollbackTaskCompleted,
     RollbackTaskFailed,
     WorkflowEvent,
 )
-from .._models import WorkflowFilters, WorkflowInstance
+from .._models import WorkflowInstance, WorkflowState
 from .._state import TERMINAL_STATES
-from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _current_user, _fail
-from ._instances import (
-    POLL_SECONDS,
-    S,
-    _ended,
-    _engine_options,
-    _execute,
-    _held_elsewhere,
-    _json_list,
-    _parse_age,
-    _progress,
-    _report,
-    _run_here,
-    _run_options,
-    _stopped_on_error,
-    _Store,
-    _Tail,
-    _when,
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Store,
+    current_user,
+    execute,
+    fail,
+    held_elsewhere,
+    instance_json,
     store_option,
 )
-from ._progress import PlainProgress, summary
-from ._run import _watch_signals, instance_json
+from ._follow import POLL_SECONDS, Follower, showing
+from ._format import json_list, when
+from ._progress import PlainProgress
 
 if TYPE_CHECKING:
     from .._engine import Engine
 
 __all__ = ["register"]
 
-
-@click.command()
-@click.argument("instance_id", metavar="ID")
-@store_option
-@_run_options
-@click.option("--json", "as_json", is_flag=True,
-              help="Print only the final instance as JSON on stdout (progress on stderr).")
-def resume(instance_id: str, store: str | None, connections: tuple[str, ...],
-           auto_approve: bool, as_json: bool) -> None:
-    """Continue a paused (or orphaned) instance and follow it.
-
-    It runs here to the end, showing progress like 'dagflow run'.
-    Resumes a Paused instance, or a Running one whose process died (completed tasks
-    are not run again; tasks that were running run again, their attempts counted).
-    A Paused instance whose process is still alive (paused with 'dagflow pause') is
-    resumed by that process, and this command follows it.
-
-    \b
-    Exit codes: 0 Completed · 1 Failed/Cancelled/RolledBack, or another live process
-                runs it · 2 unknown id or it cannot be resumed · 130 interrupted
-
-    \b
-    Examples:
-      dagflow resume 3f2c9a7e-...
-      dagflow resume 3f2c9a7e-... --connection warehouse=postgresql://etl@db/warehouse
-    """
-    where = _Store(store)
-    where.require(instance_id)
-    out = sys.stderr if as_json else sys.stdout
-
-    async def body(engine: Engine) -> int:
-        instance = await engine.get_status(instance_id)
-        if instance.state in TERMINAL_STATES:
-            again = (f"; run it again with  dagflow retry {instance_id}{where.flag}"
-                     if instance.state in (S.FAILED, S.CANCELLED) else "")
-            _fail(f"instance {instance_id} already ended ({instance.state}): nothing to "
-                  f"resume{again}")
-        if instance.state == S.PENDING:
-            _fail(f"instance {instance_id} is Pending: it never started, so there is "
-                  "nothing to resume")
-        holder = await _held_elsewhere(engine, instance_id)
-        seq = await engine.store.last_event_seq(instance_id)
-        await engine.resume_workflow(instance_id)  # raises if a live process runs it
-        if holder is not None:  # paused by request: its own process carries on
-            click.echo(f"resume requested: {holder} runs instance {instance_id}; following it",
-                       file=out)
-        else:
-            click.echo(f"resuming instance {instance_id} of {instance.workflow_id}", file=out)
-        progress = _progress(out, instance, where.flag)
-        tail = _Tail(engine, instance_id, seq, progress)
-        with _stopped_on_error(progress):
-            if holder is not None:
-                final = await tail.until_idle()
-            else:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_watch_signals, engine, instance_id, out)
-                    tg.start_soon(tail.poll)
-                    final = await _wait_resumed(engine, instance_id)
-                    tg.cancel_scope.cancel()
-                await tail.drain()
-        return _report(final, progress, where, as_json, out)
-
-    _execute(where, body, **_engine_options(connections, auto_approve))
-
-
-async def _wait_resumed(engine: Engine, instance_id: str) -> WorkflowInstance:
-    """Wait for a run that ``resume_workflow`` started in the background to stop here.
-
-    ``Engine.wait`` takes a Paused instance that is not running here for the end of it,
-    so first wait for the run to record its resumption (or end: its lease is let go).
-    """
-    while (await engine.get_status(instance_id)).state == S.PAUSED:
-        holder, _ = await engine.store.lease_of(instance_id)
-        if holder != engine.owner:
-            break
-        await anyio.sleep(0.05)
-    return await engine.wait(instance_id)
-
-
-async def _settle(engine: Engine, instance_id: str, done: Callable[[WorkflowInstance], bool],
-                  seconds: float) -> WorkflowInstance:
-    """The instance once ``done`` says so, or as it is after ``seconds``."""
-    with anyio.move_on_after(seconds):
-        while True:
-            instance = await engine.get_status(instance_id)
-            if done(instance):
-                return instance
-            await anyio.sleep(POLL_SECONDS / 2)  # another process changes it: poll the store
-    return await engine.get_status(instance_id)
+S = WorkflowState
 
 
 @click.command()
@@ -163,7 +63,7 @@ def pause(instance_id: str, store: str | None, as_json: bool) -> None:
       dagflow pause 3f2c9a7e-...
       dagflow pause 3f2c9a7e-... && dagflow resume 3f2c9a7e-...
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
 
     async def body(engine: Engine) -> int:
@@ -171,11 +71,11 @@ def pause(instance_id: str, store: str | None, as_json: bool) -> None:
         if instance.state in TERMINAL_STATES:
             _ended(instance, "pause")
         if instance.state == S.PAUSED:
-            _fail(f"instance {instance_id} is already paused; continue it with  dagflow "
+            fail(f"instance {instance_id} is already paused; continue it with  dagflow "
                   f"resume {instance_id}{where.flag}")
-        holder = await _held_elsewhere(engine, instance_id)
+        holder = await held_elsewhere(engine, instance_id)
         if holder is None:
-            _fail(f"instance {instance_id} is {instance.state} but no process is running it "
+            fail(f"instance {instance_id} is {instance.state} but no process is running it "
                   f"(it died?): continue it with  dagflow resume {instance_id}{where.flag}")
         await engine.pause_workflow(instance_id)
         final = await _settle(engine, instance_id, lambda i: i.state != instance.state, 5.0)
@@ -189,7 +89,7 @@ def pause(instance_id: str, store: str | None, as_json: bool) -> None:
                        f"(it is {final.state} now)")
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
 
 
 @click.command()
@@ -215,15 +115,15 @@ def cancel(instance_id: str, reason: str | None, store: str | None, as_json: boo
       dagflow cancel 3f2c9a7e-...
       dagflow cancel 3f2c9a7e-... --reason "wrong image tag"
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
-    why = reason or f"cancelled by {_current_user() or 'user'}"
+    why = reason or f"cancelled by {current_user() or 'user'}"
 
     async def body(engine: Engine) -> int:
         instance = await engine.get_status(instance_id)
         if instance.state in TERMINAL_STATES:
             _ended(instance, "cancel")
-        holder = await _held_elsewhere(engine, instance_id)
+        holder = await held_elsewhere(engine, instance_id)
         await engine.cancel_workflow(instance_id, why)
         final = await _settle(engine, instance_id, lambda i: i.state in TERMINAL_STATES, 10.0)
         if as_json:
@@ -235,7 +135,24 @@ def cancel(instance_id: str, reason: str | None, store: str | None, as_json: boo
                        f"cleanup tasks finish (see: dagflow status {instance_id}{where.flag})")
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
+
+
+async def _settle(engine: Engine, instance_id: str, done: Callable[[WorkflowInstance], bool],
+                  seconds: float) -> WorkflowInstance:
+    """The instance once ``done`` says so, or as it is after ``seconds``."""
+    with anyio.move_on_after(seconds):
+        while True:
+            instance = await engine.get_status(instance_id)
+            if done(instance):
+                return instance
+            await anyio.sleep(POLL_SECONDS / 2)  # another process changes it: poll the store
+    return await engine.get_status(instance_id)
+
+
+def _ended(instance: WorkflowInstance, doing: str) -> NoReturn:
+    """Exit 2: ``instance`` has ended, so there is nothing to do to it."""
+    fail(f"instance {instance.id} already ended ({instance.state}): nothing to {doing}")
 
 
 @click.command()
@@ -257,17 +174,17 @@ def rollback(instance_id: str, store: str | None, as_json: bool) -> None:
       dagflow rollback 3f2c9a7e-...
       dagflow rollback 3f2c9a7e-... --json | jq .state
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
     out = sys.stderr if as_json else sys.stdout
 
     async def body(engine: Engine) -> int:
         instance = await engine.get_status(instance_id)
         if instance.state not in (S.FAILED, S.CANCELLED):
-            _fail(f"instance {instance_id} is {instance.state}: only Failed or Cancelled "
+            fail(f"instance {instance_id} is {instance.state}: only Failed or Cancelled "
                   "instances can be rolled back")
         if not instance.definition.config.enable_rollback:
-            _fail(f"rollback is disabled for {instance.workflow_id!r} "
+            fail(f"rollback is disabled for {instance.workflow_id!r} "
                   "(config.enable_rollback: false)")
         seen: list[WorkflowEvent] = []
         progress = PlainProgress(out, where.flag)
@@ -276,13 +193,9 @@ def rollback(instance_id: str, store: str | None, as_json: bool) -> None:
             seen.append(event)
             progress(event)
 
-        tail = _Tail(engine, instance_id, await engine.store.last_event_seq(instance_id),
-                     emit)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(tail.poll)
-            final = await engine.rollback(instance_id)
-            tg.cancel_scope.cancel()
-        await tail.drain()
+        follower = Follower(engine, instance_id,
+                            await engine.store.last_event_seq(instance_id))
+        final = await showing(follower, emit, lambda: engine.rollback(instance_id))
         undone = [e.task_id for e in seen if isinstance(e, RollbackTaskCompleted)]
         planned = next((e.tasks for e in seen if isinstance(e, RollbackStarted)), ())
         failed = next((e for e in seen if isinstance(e, RollbackTaskFailed)), None)
@@ -301,157 +214,7 @@ def rollback(instance_id: str, store: str | None, as_json: bool) -> None:
             click.echo(instance_json(final))
         return EXIT_OK if final.state == S.ROLLED_BACK else EXIT_FAILED
 
-    _execute(where, body)
-
-
-@click.command()
-@click.argument("instance_id", metavar="ID")
-@click.option("--from", "from_task", metavar="TASK",
-              help="Also run TASK and everything downstream of it again, even if completed.")
-@store_option
-@_run_options
-@click.option("--json", "as_json", is_flag=True,
-              help="Print only the final instance as JSON on stdout (progress on stderr).")
-def retry(instance_id: str, from_task: str | None, store: str | None,
-          connections: tuple[str, ...], auto_approve: bool, as_json: bool) -> None:
-    """Run a failed or cancelled instance again, under the same id.
-
-    It runs with the definition it started with. Failed, cancelled and skipped tasks
-    run again; completed tasks keep their outputs and are not run again (with --from
-    TASK, TASK and its downstream tasks run again too).
-
-    \b
-    Exit codes: 0 Completed · 1 Failed/Cancelled/RolledBack · 2 unknown id or TASK,
-                or not Failed/Cancelled · 130 interrupted (left Paused)
-
-    \b
-    Examples:
-      dagflow retry 3f2c9a7e-...
-      dagflow retry 3f2c9a7e-... --from build
-    """
-    where = _Store(store)
-    where.require(instance_id)
-    out = sys.stderr if as_json else sys.stdout
-
-    async def body(engine: Engine) -> int:
-        instance = await engine.get_status(instance_id)
-        if instance.state not in (S.FAILED, S.CANCELLED):
-            _fail(f"instance {instance_id} is {instance.state}: only Failed or Cancelled "
-                  "instances can be retried")
-        ids = [task.id for task in instance.definition.tasks]
-        if from_task is not None and from_task not in ids:
-            _fail(f"--from {from_task!r}: no task {from_task!r} in {instance.workflow_id} "
-                  f"(tasks: {', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''})")
-        progress = _progress(out, instance, where.flag)
-        again = f" from {from_task}" if from_task else ""
-        click.echo(f"retrying instance {instance_id} of {instance.workflow_id}{again}",
-                   file=out)
-        final = await _run_here(engine, instance,
-                                lambda: engine.retry(instance_id, from_task=from_task),
-                                progress=progress, out=out)
-        return _report(final, progress, where, as_json, out)
-
-    _execute(where, body, **_engine_options(connections, auto_approve))
-
-
-@click.command()
-@store_option
-@_run_options
-@click.option("--json", "as_json", is_flag=True,
-              help="Print a JSON list of the recovered instances when they end.")
-def recover(store: str | None, connections: tuple[str, ...], auto_approve: bool,
-            as_json: bool) -> None:
-    """Resume every instance whose process died; wait for them all.
-
-    An instance counts once its process's lease has expired (30 s after the process
-    died); instances run by live processes are left alone. Completed tasks are not
-    run again. Prints one summary line per instance as it ends.
-
-    \b
-    Exit codes: 0 all Completed, or nothing to recover · 1 any other end
-                130 interrupted (left Paused)
-
-    \b
-    Examples:
-      dagflow recover
-      dagflow recover --store postgresql://dagflow@db/dagflow
-    """
-    where = _Store(store)
-    if where.missing_file() is not None:
-        click.echo("[]" if as_json else f"nothing to recover: no store at {where.url}")
-        sys.exit(EXIT_OK)
-    out = sys.stderr if as_json else sys.stdout
-
-    async def body(engine: Engine) -> int:
-        # where each candidate's history ends now, so that its progress shows in full
-        seqs = {}
-        for state in (S.RUNNING, S.WAITING_APPROVAL):
-            for instance in await engine.list_workflows(WorkflowFilters(state=state)):
-                if not instance.parent_id:
-                    seqs[instance.id] = await engine.store.last_event_seq(instance.id)
-        ids = await engine.recover()
-        for other in seqs.keys() - set(ids):
-            holder = await _held_elsewhere(engine, other)
-            if holder is not None:
-                click.echo(f"skipped {other}: {holder} holds it (a live process, or one "
-                           "that died less than a lease ago)", file=out)
-        if not ids:
-            click.echo("[]" if as_json else "nothing to recover: no instance was left "
-                       "running by a process that died")
-            return EXIT_OK
-        click.echo(f"recovering {len(ids)} instance(s): {', '.join(ids)}", file=out)
-        finals: dict[str, WorkflowInstance] = {}
-
-        async def follow(one: str) -> None:
-            lines = PlainProgress(out, where.flag)
-
-            def emit(event: WorkflowEvent) -> None:
-                line = lines.line(event)
-                if line:
-                    click.echo(f"{one[:8]}  {line}", file=out)
-
-            seq = seqs.get(one)
-            tail = _Tail(engine, one, await engine.store.last_event_seq(one) if seq is None
-                         else seq, emit)
-            async def ended(instance: WorkflowInstance) -> bool:
-                # Paused counts as an end: that run stops when we exit, resumable later
-                return instance.state in TERMINAL_STATES or instance.state == S.PAUSED
-
-            finals[one] = final = await tail.until(ended)
-            click.echo(f"{one}  {summary(final)}", file=out)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_interrupt_all_on_signal, engine, ids, out)
-            async with anyio.create_task_group() as waits:
-                for one in ids:
-                    waits.start_soon(follow, one)
-            tg.cancel_scope.cancel()
-        if as_json:
-            from .._serde import make_converter
-
-            converter = make_converter()
-            click.echo(_json_list([converter.unstructure(finals[i]) for i in ids]))
-        states = {final.state for final in finals.values()}
-        if states == {S.COMPLETED}:
-            return EXIT_OK
-        return EXIT_INTERRUPTED if S.PAUSED in states else EXIT_FAILED
-
-    _execute(where, body, **_engine_options(connections, auto_approve))
-
-
-async def _interrupt_all_on_signal(engine: Engine, ids: Sequence[str], out: IO[str]) -> None:
-    """First Ctrl-C (or SIGTERM): interrupt every run cleanly. Second: give up at once."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        count = 0
-        async for _ in signals:
-            count += 1
-            if count > 1:
-                raise KeyboardInterrupt
-            click.echo("\ninterrupting: stopping running tasks (Ctrl-C again to quit at "
-                       "once)", file=out)
-            for one in ids:
-                with contextlib.suppress(WorkflowError):  # it already ended
-                    await engine.interrupt_workflow(one, "interrupted (Ctrl-C)")
+    execute(where, body)
 
 
 # --------------------------------------------------------------------------- housekeeping
@@ -477,8 +240,8 @@ def archive(older_than: str, store: str | None, as_json: bool) -> None:
     try:
         age = _parse_age(older_than)
     except ValueError as exc:
-        _fail(str(exc))
-    where = _Store(store)
+        fail(str(exc))
+    where = Store.of(store)
     if where.missing_file() is not None:
         click.echo("[]" if as_json else f"archived 0 instances (no store at {where.url})")
         sys.exit(EXIT_OK)
@@ -486,66 +249,41 @@ def archive(older_than: str, store: str | None, as_json: bool) -> None:
     async def body(engine: Engine) -> int:
         ids = await engine.archive(older_than=age)
         if as_json:
-            click.echo(_json_list(ids))
+            click.echo(json_list(ids))
         else:
             cutoff = dt.datetime.now(dt.UTC) - age
             click.echo(f"archived {len(ids)} instance{'s' * (len(ids) != 1)} (Completed before "
-                       f"{_when(cutoff)})")
+                       f"{when(cutoff)})")
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
 
 
-@click.command()
-@click.argument("instance_id", metavar="ID")
-@click.argument("checkpoint_id", metavar="CHECKPOINT_ID")
-@store_option
-@_run_options
-@click.option("--json", "as_json", is_flag=True,
-              help="Print only the final instance as JSON on stdout (progress on stderr).")
-def restore(instance_id: str, checkpoint_id: str, store: str | None,
-            connections: tuple[str, ...], auto_approve: bool, as_json: bool) -> None:
-    """Rewind an instance to a checkpoint and run it on from there.
+_UNITS = {"w": 604_800, "d": 86_400, "h": 3600, "m": 60, "s": 1}
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])", re.IGNORECASE)
 
-    Tasks that finished after the checkpoint run again. The instance must not be
-    running, Completed, Archived or RolledBack. 'dagflow checkpoints ID' lists them.
 
-    \b
-    Exit codes: 0 Completed · 1 Failed/Cancelled/RolledBack · 2 unknown id or
-                checkpoint, or it cannot be restored · 130 interrupted (left Paused)
+def _parse_age(text: str) -> dt.timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``1d12h``, plain seconds or ISO 8601 (``P30D``).
 
-    \b
-    Examples:
-      dagflow restore 3f2c9a7e-... 7d1e0b42-...
+    Raises:
+        ValueError: None of those.
     """
-    where = _Store(store)
-    where.require(instance_id)
-    out = sys.stderr if as_json else sys.stdout
+    compact = text.strip()
+    if compact and _PART.sub("", compact).strip() == "":
+        return dt.timedelta(seconds=sum(float(n) * _UNITS[u.lower()]
+                                        for n, u in _PART.findall(compact)))
+    from .._serde import parse_duration
 
-    async def body(engine: Engine) -> int:
-        instance = await engine.get_status(instance_id)
-        known = [c.id for c in await engine.checkpoints.list_checkpoints(instance_id)]
-        if checkpoint_id not in known:
-            _fail(f"instance {instance_id} has no checkpoint {checkpoint_id} (it has "
-                  f"{len(known)}: dagflow checkpoints {instance_id}{where.flag})")
-        if instance.state in (S.COMPLETED, S.ARCHIVED, S.ROLLED_BACK):
-            _fail(f"instance {instance_id} is {instance.state}: it cannot be restored")
-        holder = await _held_elsewhere(engine, instance_id)
-        if holder is not None:
-            raise WorkflowError(f"instance {instance_id} is being run by {holder}: pause or "
-                                "cancel it there first")
-        progress = _progress(out, instance, where.flag)
-        click.echo(f"restoring instance {instance_id} to checkpoint {checkpoint_id}",
-                   file=out)
-        final = await _run_here(engine, instance,
-                                lambda: engine.restore(instance_id, checkpoint_id),
-                                progress=progress, out=out)
-        return _report(final, progress, where, as_json, out)
-
-    _execute(where, body, **_engine_options(connections, auto_approve))
+    try:
+        return parse_duration(float(compact) if re.fullmatch(r"\d+(\.\d+)?", compact)
+                              else compact)
+    except (TypeError, ValueError):
+        raise ValueError(f"--older-than {text!r}: write a duration like 30d, 12h, 90m, 45s, "
+                         "1d12h or ISO 8601 (P30D, PT12H)") from None
 
 
 def register(group: click.Group) -> None:
-    """Add the commands that act on instances to the ``dagflow`` group."""
-    for command in (resume, pause, cancel, rollback, retry, recover, archive, restore):
+    """Add the commands that change instances to the ``dagflow`` group."""
+    for command in (pause, cancel, rollback, archive):
         group.add_command(command)

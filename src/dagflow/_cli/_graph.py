@@ -7,56 +7,41 @@ instance, picks the format and writes the result.
 
 from __future__ import annotations
 
-import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
-import anyio
 import click
 
 from .._errors import StorageError, WorkflowNotFound
+from .._models import WorkflowInstance
+from ._common import EXIT_BAD_INPUT, Store, fail, stdout_closed, with_engine
+from ._workflow import load, print_problems
+
+if TYPE_CHECKING:
+    from .._engine import Engine
 
 __all__ = ["register"]
 
 
-def _load_instance(instance_id: str, store: str | None) -> Any:
+def _load_instance(instance_id: str, store: str | None) -> WorkflowInstance:
     """The stored instance, or exit 2 with ``workflow instance not found: ID``."""
-    from .._engine import Engine
-    from . import _fail, default_store
+    where = Store.of(store)
+    path = where.missing_file()
+    if path is not None:  # reading must not create an empty database as a side effect
+        click.echo(f"dagflow: error: workflow instance not found: {instance_id}", err=True)
+        click.echo(f"  (no store at {path}: pass --store URL or set DAGFLOW_STORE)", err=True)
+        sys.exit(EXIT_BAD_INPUT)
 
-    url = store or default_store()
-    if url.lower().startswith("sqlite:"):
-        from .._storage.sqlite import sqlite_path
+    async def body(engine: Engine) -> WorkflowInstance:
+        return await engine.get_status(instance_id)
 
-        try:
-            path, _ = sqlite_path(url)
-        except StorageError as exc:
-            _fail(str(exc))
-        if path != ":memory:" and not os.path.exists(path):
-            # reading must not create an empty database as a side effect
-            click.echo(f"dagflow: error: workflow instance not found: {instance_id}", err=True)
-            click.echo(f"  (no store at {path}: pass --store URL or set DAGFLOW_STORE)",
-                       err=True)
-            sys.exit(2)
-
-    async def main() -> Any:
-        async with Engine(store=url) as engine:
-            return await engine.get_status(instance_id)
-
-    try:
-        return anyio.run(main)
-    except Exception as exc:  # the engine's task group wraps errors in ExceptionGroups
-        error = _leaf(exc)
-        if isinstance(error, WorkflowNotFound | StorageError):
-            _fail(str(error))
-        raise
+    return with_engine(where, body, explain=_explain)
 
 
-def _leaf(exc: BaseException) -> BaseException:
-    """The first error inside (nested) exception groups."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
+def _explain(error: BaseException) -> None:
+    """graph's own words: the error's, and a store that fails is bad input too."""
+    if isinstance(error, WorkflowNotFound | StorageError):
+        fail(str(error))
 
 
 @click.command()
@@ -96,15 +81,14 @@ def graph(file: str | None, fmt: str, output: str | None, instance_id: str | Non
     Exit codes: 0 drawn · 2 bad input (invalid FILE, unknown instance, unwritable -o).
     """
     from .._graph import render
-    from . import _fail, _load, _print_problems
 
     if file is None and instance_id is None:
-        _fail("give a workflow FILE, or --instance ID to draw a run "
+        fail("give a workflow FILE, or --instance ID to draw a run "
               "(see 'dagflow graph --help')")
     instance = _load_instance(instance_id, store) if instance_id is not None else None
     if file is not None:
-        definition, warnings = _load(file)
-        _print_problems(warnings, kind="warning")
+        definition, warnings = load(file)
+        print_problems(warnings, kind="warning")
         if instance is not None and instance.workflow_id != definition.id:
             click.echo(f"warning: instance {instance.id} ran workflow {instance.workflow_id!r},"
                        f" not {definition.id!r}; tasks are matched by id", err=True)
@@ -117,14 +101,13 @@ def graph(file: str | None, fmt: str, output: str | None, instance_id: str | Non
             with open(output, "w", encoding="utf-8") as fh:
                 fh.write(text)
         except OSError as exc:
-            _fail(f"cannot write {output}: {exc.strerror or exc}")
+            fail(f"cannot write {output}: {exc.strerror or exc}")
         return
     try:
         click.echo(text, nl=False)
         sys.stdout.flush()
-    except BrokenPipeError:  # `dagflow graph ... | head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+    except BrokenPipeError:  # `dagflow graph ... | head`
+        stdout_closed()
 
 
 def register(group: click.Group) -> None:

@@ -15,29 +15,25 @@ from .._events import (
 )
 from .._models import TaskState, TaskStatus, WorkflowFilters, WorkflowInstance, WorkflowState
 from .._state import TERMINAL_STATES
-from . import EXIT_OK
-from ._instances import (
-    S,
-    _execute,
-    _held_elsewhere,
-    _json_list,
-    _parse_state,
-    _progress,
-    _short,
-    _Store,
-    _table,
-    _Tail,
-    _took,
-    _when,
+from ._common import (
+    EXIT_OK,
+    Store,
+    execute,
+    fail,
+    held_elsewhere,
+    instance_json,
     store_option,
 )
-from ._progress import PlainProgress
-from ._run import instance_json
+from ._follow import Follower
+from ._format import elapsed, json_list, short_line, table, when
+from ._progress import PlainProgress, progress_for
 
 if TYPE_CHECKING:
     from .._engine import Engine
 
 __all__ = ["register"]
+
+S = WorkflowState
 
 
 @click.command()
@@ -57,7 +53,7 @@ def status(instance_id: str, store: str | None, as_json: bool) -> None:
       dagflow status 3f2c9a7e-... --json | jq .task_states
       dagflow status 3f2c9a7e-... --store sqlite:///ops/dagflow.db
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
 
     async def body(engine: Engine) -> int:
@@ -65,26 +61,27 @@ def status(instance_id: str, store: str | None, as_json: bool) -> None:
         if as_json:
             click.echo(instance_json(instance))
             return EXIT_OK
-        holder = await _held_elsewhere(engine, instance_id)
+        holder = await held_elsewhere(engine, instance_id)
         for line in _status_lines(instance, holder, where.flag):
             click.echo(line)
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
 
 
 def _status_lines(instance: WorkflowInstance, holder: str | None, flag: str) -> list[str]:
+    """What ``dagflow status`` prints: the instance, its tasks, and what to do next."""
     definition = instance.definition
     name = f" ({definition.name})" if definition.name != definition.id else ""
     by = f" by {instance.created_by}" if instance.created_by else ""
     lines = [f"instance   {instance.id}", f"workflow   {instance.workflow_id}{name}",
              f"state      {instance.state}" + (f" (run by {holder})" if holder else ""),
-             f"created    {_when(instance.created_at)}{by}"]
+             f"created    {when(instance.created_at)}{by}"]
     if instance.started_at:
-        lines.append(f"started    {_when(instance.started_at)}")
+        lines.append(f"started    {when(instance.started_at)}")
     if instance.completed_at:
-        lines.append(f"completed  {_when(instance.completed_at)} "
-                     f"(took {_took(instance.started_at, instance.completed_at)})")
+        lines.append(f"completed  {when(instance.completed_at)} "
+                     f"(took {elapsed(instance.started_at, instance.completed_at)})")
     if instance.parent_id:
         lines.append(f"parent     {instance.parent_id}")
     if instance.error:
@@ -95,11 +92,11 @@ def _status_lines(instance: WorkflowInstance, holder: str | None, flag: str) -> 
             rows.append([indent + task_id, str(TaskStatus.PENDING), "", "", ""])
             continue
         running = state.state in (TaskStatus.RUNNING, TaskStatus.WAITING_APPROVAL)
-        took = _took(state.started_at, None) if running else (
-            _took(state.started_at, state.completed_at) if state.completed_at else "")
+        took = elapsed(state.started_at, None) if running else (
+            elapsed(state.started_at, state.completed_at) if state.completed_at else "")
         rows.append([indent + task_id, str(state.state), str(state.attempts), took,
-                     _short(state.error)])
-    lines += ["", *_table(rows)]
+                     short_line(state.error)])
+    lines += ["", *table(rows)]
     hint = {S.PAUSED: f"continue it with:  dagflow resume {instance.id}{flag}",
             S.FAILED: f"run it again with:  dagflow retry {instance.id}{flag}  (or undo "
                       f"it: dagflow rollback {instance.id}{flag})",
@@ -135,6 +132,21 @@ def _task_rows(instance: WorkflowInstance) -> list[tuple[str, str, TaskState | N
     return rows
 
 
+def _parse_state(ctx: click.Context, param: click.Parameter, value: str | None
+                 ) -> WorkflowState | None:
+    """``running``, ``Running``, ``waiting_approval``, ``rolled-back``... -> the state."""
+    if value is None:
+        return None
+
+    def squash(text: str) -> str:
+        return re.sub(r"[\s_-]", "", text).lower()
+    for state in WorkflowState:
+        if squash(value) in (squash(state.value), squash(state.name)):
+            return state
+    fail(f"--state {value!r} is not a state; use one of: "
+          f"{', '.join(s.value for s in WorkflowState)}")
+
+
 @click.command(name="list")
 @click.option("--state", callback=_parse_state, metavar="STATE",
               help="Only instances in this state (Running, Paused, Failed, Completed, "
@@ -157,7 +169,7 @@ def list_(state: WorkflowState | None, workflow_id: str | None, limit: int, stor
       dagflow list --workflow deploy --state failed --limit 5
       dagflow list --json | jq -r '.[].id'
     """
-    where = _Store(store)
+    where = Store.of(store)
     if where.missing_file() is not None:
         click.echo("[]" if as_json else f"no instances in {where.url}")
         sys.exit(EXIT_OK)
@@ -172,23 +184,23 @@ def list_(state: WorkflowState | None, workflow_id: str | None, limit: int, stor
             from .._serde import make_converter
 
             converter = make_converter()
-            click.echo(_json_list([converter.unstructure(i) for i in instances]))
+            click.echo(json_list([converter.unstructure(i) for i in instances]))
         elif not instances:
             click.echo("no instances" + (" matching" if state or workflow_id else "")
                        + f" in {where.url}")
         else:
             rows = [["id", "workflow", "state", "created", "duration"]]
-            rows += [[i.id, i.workflow_id, str(i.state), _when(i.created_at)[:-4],
-                      _took(i.started_at, i.completed_at if i.state in TERMINAL_STATES
+            rows += [[i.id, i.workflow_id, str(i.state), when(i.created_at)[:-4],
+                      elapsed(i.started_at, i.completed_at if i.state in TERMINAL_STATES
                             or i.state == S.PAUSED else None)]
                      for i in instances]
-            for line in _table(rows):
+            for line in table(rows):
                 click.echo(line)
         if more:
             click.echo(f"(the newest {limit} shown; --limit 0 shows all)", err=True)
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
 
 
 # --------------------------------------------------------------------------- events
@@ -241,7 +253,7 @@ def events(instance_id: str, follow: bool, after: int, store: str | None,
       dagflow events 3f2c9a7e-... --follow
       dagflow events 3f2c9a7e-... --after 40 --json | jq -c 'select(.type == "TaskFailed")'
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
     progress = PlainProgress(sys.stdout, where.flag)
 
@@ -256,17 +268,16 @@ def events(instance_id: str, follow: bool, after: int, store: str | None,
 
     async def body(engine: Engine) -> int:
         await engine.get_status(instance_id)  # unknown id: exit 2 before anything else
-        tail = _Tail(engine, instance_id, after, emit)
+        follower = Follower(engine, instance_id, after)
         if not follow:
-            await tail.drain()
+            await follower.feed(emit, follow=False)
             return EXIT_OK
         live = None
         if not as_json and sys.stdout.isatty():
             # on a terminal: the history as lines, then a live table of what follows
-            await tail.drain()
-            live = _progress(sys.stdout, await engine.get_status(instance_id), where.flag)
-            tail.emit = live
-        final = await tail.until_idle()
+            await follower.feed(emit, follow=False)
+            live = progress_for(sys.stdout, await engine.get_status(instance_id), where.flag)
+        final = await follower.until_idle(emit if live is None else live)
         if live is not None:
             live.close(final)
         if final.state not in TERMINAL_STATES:
@@ -275,10 +286,10 @@ def events(instance_id: str, follow: bool, after: int, store: str | None,
                        err=True)
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
 
 
-# --------------------------------------------------------------------------- control
+# --------------------------------------------------------------------------- checkpoints
 
 
 @click.command()
@@ -296,7 +307,7 @@ def checkpoints(instance_id: str, store: str | None, as_json: bool) -> None:
       dagflow checkpoints 3f2c9a7e-...
       dagflow checkpoints 3f2c9a7e-... --json | jq -r '.[-1].id'
     """
-    where = _Store(store)
+    where = Store.of(store)
     where.require(instance_id)
 
     async def body(engine: Engine) -> int:
@@ -306,7 +317,7 @@ def checkpoints(instance_id: str, store: str | None, as_json: bool) -> None:
             from .._serde import make_converter
 
             converter = make_converter()
-            click.echo(_json_list([converter.unstructure(c) for c in found]))
+            click.echo(json_list([converter.unstructure(c) for c in found]))
             return EXIT_OK
         if not found:
             click.echo(f"instance {instance_id} has no checkpoints")
@@ -315,15 +326,15 @@ def checkpoints(instance_id: str, store: str | None, as_json: bool) -> None:
         for checkpoint in found:
             done = sorted(k for k, s in checkpoint.task_states.items()
                           if s.state == TaskStatus.COMPLETED and "[" not in k)
-            rows.append([checkpoint.id, _when(checkpoint.timestamp),
-                         str(checkpoint.workflow_state), _short(", ".join(done)) or "-"])
-        for line in _table(rows):
+            rows.append([checkpoint.id, when(checkpoint.timestamp),
+                         str(checkpoint.workflow_state), short_line(", ".join(done)) or "-"])
+        for line in table(rows):
             click.echo(line)
         click.echo(f"\nrewind to one with:  dagflow restore {instance_id} CHECKPOINT_ID"
                    f"{where.flag}")
         return EXIT_OK
 
-    _execute(where, body)
+    execute(where, body)
 
 
 def register(group: click.Group) -> None:

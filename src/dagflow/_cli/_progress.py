@@ -28,18 +28,9 @@ from .._events import (
     WorkflowPaused,
 )
 from .._models import TaskStatus, WorkflowInstance
+from ._format import duration
 
-__all__ = ["LiveProgress", "PlainProgress", "approval_hint", "summary"]
-
-
-def _seconds(value: float) -> str:
-    if value < 60:
-        return f"{value:.1f}s"
-    minutes, seconds = divmod(int(value), 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+__all__ = ["LiveProgress", "PlainProgress", "approval_hint", "progress_for", "summary"]
 
 
 def approval_hint(event: ApprovalRequired, store_flag: str) -> list[str]:
@@ -68,7 +59,7 @@ def summary(instance: WorkflowInstance) -> str:
         counts["pending"] = counts.get("pending", 0) + pending
     took = ""
     if instance.started_at and instance.completed_at:
-        took = f" in {_seconds((instance.completed_at - instance.started_at).total_seconds())}"
+        took = f" in {duration((instance.completed_at - instance.started_at).total_seconds())}"
     parts = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
     line = f"{instance.workflow_id} {instance.state}{took} ({parts})"
     if instance.error:
@@ -99,13 +90,13 @@ class PlainProgress:
             return f"{at}  start   {event.task_id}{again}"
         if isinstance(event, TaskCompleted):
             began = self.started.get(event.task_id)
-            took = f"  {_seconds((event.timestamp - began).total_seconds())}" if began else ""
+            took = f"  {duration((event.timestamp - began).total_seconds())}" if began else ""
             return f"{at}  done    {event.task_id}{took}"
         if isinstance(event, TaskFailed):
             self.failed.add(event.task_id)
             return f"{at}  FAILED  {event.task_id}: {event.error}"
         if isinstance(event, TaskRetrying):
-            return (f"{at}  retry   {event.task_id} in {_seconds(event.delay_seconds)} "
+            return (f"{at}  retry   {event.task_id} in {duration(event.delay_seconds)} "
                     f"(attempt {event.attempt} failed: {event.error})")
         if isinstance(event, TaskSkipped):
             return f"{at}  skip    {event.task_id}: {event.reason}"
@@ -225,10 +216,26 @@ class LiveProgress:
             else:
                 took = self.took.get(task_id, 0.0)
             table.add_row(task_id, Text(state.value, style=styles.get(state, "")),
-                          str(self.attempt.get(task_id, "")), _seconds(took) if took else "")
+                          str(self.attempt.get(task_id, "")), duration(took) if took else "")
         return Group(head, table)
 
     def close(self, instance: WorkflowInstance) -> None:
         """Stop the live view and print the summary."""
         self.live.stop()
         self.console.print(summary(instance), markup=False, highlight=False)
+
+
+def progress_for(out: IO[str], instance: WorkflowInstance, store_flag: str) -> Any:
+    """The live table on a terminal (seeded with the tasks' states so far), else lines."""
+    if not out.isatty():
+        return PlainProgress(out, store_flag)
+    from rich.console import Console
+
+    live = LiveProgress(Console(file=out), instance.definition, store_flag)
+    for task_id, state in instance.task_states.items():
+        if task_id in live.status:
+            live.status[task_id] = state.state
+            live.attempt[task_id] = state.attempts
+            if state.started_at is not None:
+                live.started[task_id] = state.started_at
+    return live

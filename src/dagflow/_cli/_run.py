@@ -4,111 +4,104 @@ code. Ctrl-C interrupts: running tasks are stopped and the instance is left Paus
 
 from __future__ import annotations
 
-import json
-import signal
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import anyio
 import click
 
-from .._errors import ValidationError
-from .._events import WorkflowEvent
 from .._models import WorkflowDefinition, WorkflowInstance, WorkflowState
+from ._common import (
+    Store,
+    current_user,
+    engine_options,
+    execute,
+    exit_code_for,
+    instance_json,
+)
+from ._follow import Follower, showing
+from ._progress import progress_for
+from ._workflow import VAR_HELP, load, parse_vars, print_problems
 
-__all__ = ["run_workflow"]
+if TYPE_CHECKING:
+    from .._engine import Engine
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def instance_json(instance: WorkflowInstance) -> str:
-    """The instance as the seed serialises it, field for field."""
-    from .._serde import make_converter
-
-    return json.dumps(make_converter().unstructure(instance), indent=2, default=str)
+__all__ = ["register", "run_workflow"]
 
 
-def exit_code_for(instance: WorkflowInstance) -> int:
-    """0 Completed; 130 left Paused by an interrupt; 1 anything else."""
-    if instance.state == WorkflowState.COMPLETED:
-        return EXIT_OK
-    if instance.state == WorkflowState.PAUSED:
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help=VAR_HELP)
+@click.option("--store", metavar="URL", default=None,
+              help="Where instances live: sqlite:///path.db, postgresql://..., memory:// "
+                   "(default: $DAGFLOW_STORE, else sqlite:///.dagflow/dagflow.db).")
+@click.option("--connection", "connections", multiple=True, metavar="NAME=URL",
+              help="A database for Query tasks with query_type NAME. Repeatable.")
+@click.option("--auto-approve", is_flag=True,
+              help="Approve every approval gate at once, as 'system'.")
+@click.option("--user", default=current_user, show_default="$USER, else your account name",
+              help="Who runs it (recorded; may not approve its own gates).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print only the final instance as JSON on stdout (progress on stderr).")
+def run(file: str, variables: tuple[str, ...], store: str | None,
+        connections: tuple[str, ...], auto_approve: bool, user: str, as_json: bool) -> None:
+    """Run workflow FILE to the end, showing progress.
+
+    A task starts as soon as its dependencies finish. At an approval gate the run prints
+    the approval id and the exact command that approves it, and keeps waiting.
+
+    \b
+    Exit codes: 0 Completed · 1 Failed, Cancelled or RolledBack · 2 bad input
+                130 interrupted (Ctrl-C: running tasks stop, the instance is left Paused
+                and 'dagflow resume ID' continues it)
+
+    \b
+    Examples:
+      dagflow run deploy.yaml --var image_tag=abc123
+      dagflow run etl.yaml --connection warehouse=postgresql://etl@db/warehouse
+      dagflow run deploy.yaml --auto-approve --json > result.json
+    """
+    wf, warnings = load(file)
+    print_problems(warnings, kind="warning")
+    options = engine_options(connections, auto_approve)  # a bad --connection before a bad --var
+    run_workflow(wf, variables=parse_vars(variables, wf.variables), store=Store.of(store),
+                 as_json=as_json, options=options, user=user)
 
 
 def run_workflow(
     definition: WorkflowDefinition,
     *,
     variables: Mapping[str, Any],
-    store: str,
-    store_flag: str,
+    store: Store,
     as_json: bool,
-    engine_options: Mapping[str, Any],
+    options: Mapping[str, Any],
     user: str,
-) -> int:
-    """Run ``definition`` to its end (or an interrupt) and return the exit code."""
-    from ._instances import _engine, _Store
-    from ._progress import LiveProgress, PlainProgress
-
+) -> NoReturn:
+    """Run ``definition`` to its end (or an interrupt) and exit with the end's code."""
     out = sys.stderr if as_json else sys.stdout
 
-    engine = _engine(_Store(store), **engine_options)  # a URL it cannot use: exit 2
+    async def body(engine: Engine) -> int:
+        # an invalid --var raises ValidationError: execute() prints its problems, exit 2
+        instance = await engine.create_workflow(definition, user, variables)
+        progress = progress_for(out, instance, store.flag)  # a new instance: all Pending
+        click.echo(f"instance {instance.id} of {definition.id}", file=out)
 
-    async def main() -> int:
-        async with engine:
-            try:
-                instance = await engine.create_workflow(definition, user, variables)
-            except ValidationError as exc:
-                for problem in exc.problems:
-                    click.echo(f"dagflow: error: {problem}", err=True)
-                return EXIT_BAD_INPUT
-            if out.isatty():
-                from rich.console import Console
+        async def start_and_wait() -> WorkflowInstance:
+            await engine.start_workflow(instance.id)
+            return await engine.wait(instance.id)
 
-                progress: Any = LiveProgress(Console(file=out), definition, store_flag)
-            else:
-                progress = PlainProgress(out, store_flag)
-            click.echo(f"instance {instance.id} of {definition.id}", file=out)
-            last = 0
+        final = await showing(Follower(engine, instance.id), progress, start_and_wait, out=out)
+        progress.close(final)
+        if final.state == WorkflowState.PAUSED:
+            click.echo(f"instance {final.id} is paused; continue it with:  dagflow resume "
+                       f"{final.id}{store.flag}", file=out)
+        if as_json:
+            click.echo(instance_json(final))
+        return exit_code_for(final)
 
-            async def follow() -> None:
-                nonlocal last
-                async for event in engine.stream_events(instance.id):
-                    progress(event)
-                    last = event.seq
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_watch_signals, engine, instance.id, out)
-                await engine.start_workflow(instance.id)
-                tg.start_soon(follow)
-                final = await engine.wait(instance.id)
-                tg.cancel_scope.cancel()
-            rest: list[WorkflowEvent] = [
-                e async for e in engine.stream_events(instance.id, after=last, follow=False)]
-            for event in rest:
-                progress(event)
-            progress.close(final)
-            if final.state == WorkflowState.PAUSED:
-                click.echo(f"instance {final.id} is paused; continue it with:  dagflow resume "
-                           f"{final.id}{store_flag}", file=out)
-            if as_json:
-                click.echo(instance_json(final))
-            return exit_code_for(final)
-
-    return anyio.run(main)
+    execute(store, body, **options)
 
 
-async def _watch_signals(engine: Any, instance_id: str, out: Any) -> None:
-    """First Ctrl-C (or SIGTERM): interrupt cleanly. Second: give up at once."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        count = 0
-        async for _ in signals:
-            count += 1
-            if count == 1:
-                click.echo("\ninterrupting: stopping running tasks (Ctrl-C again to quit "
-                           "at once)", file=out)
-                await engine.interrupt_workflow(instance_id, "interrupted (Ctrl-C)")
-            else:
-                raise KeyboardInterrupt
+def register(group: click.Group) -> None:
+    """Add ``run`` to ``group``."""
+    group.add_command(run)
