@@ -43,6 +43,7 @@ no event is recorded for them::
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import email.utils
 import inspect
@@ -573,6 +574,7 @@ async def deliver(
     *,
     on_result: Callable[[str, str, str | None], Awaitable[None] | None],
     timeout_seconds: float | None = None,
+    busy: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
 ) -> None:
     """Send ``notification`` through every notifier that accepts it, all at once.
 
@@ -587,6 +589,9 @@ async def deliver(
             ``error`` is ``None`` on success. It may be a coroutine function; if it raises,
             that is logged too.
         timeout_seconds: The limit of each notifier, if any.
+        busy: Marks each delivery as real work (the engine clock's ``busy``): a fake
+            clock does not jump while a request is in flight, but does while a delivery
+            waits on that clock to try again.
 
     Returns:
         After every notifier finished; it never raises (cancellation excepted).
@@ -601,7 +606,8 @@ async def deliver(
                                notifier, exc)
                 wanted = True  # so that the failure is reported rather than lost
             if wanted:
-                tg.start_soon(_deliver_one, notifier, notification, on_result, timeout_seconds)
+                tg.start_soon(_deliver_one, notifier, notification, on_result,
+                              timeout_seconds, busy)
 
 
 async def _deliver_one(
@@ -609,11 +615,12 @@ async def _deliver_one(
     notification: Notification,
     on_result: Callable[[str, str, str | None], Awaitable[None] | None],
     timeout_seconds: float | None,
+    busy: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
 ) -> None:
     channel, target = _describe(notifier, notification)
     error: str | None = None
     try:
-        with anyio.fail_after(timeout_seconds):
+        with anyio.fail_after(timeout_seconds), busy():
             await notifier.notify(notification)
     except TimeoutError:
         error = f"{channel} notification timed out after {timeout_seconds:g} s"

@@ -271,14 +271,19 @@ async def _start(argv: list[str], cwd: str, env: Mapping[str, str],
     """Start ``argv`` in a new session; start failures become TaskExecutionFailed."""
     command = argv[0]
     try:
-        return await anyio.open_process(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=cwd, env=env, start_new_session=True,
-        )
+        # shielded: a cancellation that landed once the program was spawned but before
+        # it was handed back would leave it running with nobody to stop it; arriving
+        # a moment later, it finds the program where the caller stops and reaps it
+        with anyio.CancelScope(shield=True):
+            process = await anyio.open_process(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, cwd=cwd, env=env, start_new_session=True,
+            )
     except OSError as exc:
         reason, kind, retryable = _start_failure(exc, command, cwd, env)
         raise TaskExecutionFailed(reason=redactor.text(reason), retryable=retryable,
                                   kind=kind) from exc
+    return process
 
 
 def _start_failure(exc: OSError, command: str, cwd: str,

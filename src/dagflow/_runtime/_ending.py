@@ -54,9 +54,10 @@ async def notify(book: Book, kind: str, event: WorkflowEvent | None = None) -> N
     if kind != "approval_required" and notification.recipients and services.smtp is None:
         result("email", ", ".join(notification.recipients),
                "no SMTP server configured (set DAGFLOW_SMTP_HOST, or Engine(smtp=...))")
-    with services.clock.busy():  # real work: a fake clock must not jump meanwhile
-        await deliver(services.notifiers, notification, on_result=result,
-                      timeout_seconds=60)
+    # each delivery is real work (a fake clock must not jump during a request), except
+    # while it waits on the clock to try again
+    await deliver(services.notifiers, notification, on_result=result, timeout_seconds=60,
+                  busy=services.clock.busy)
     await book.flushed()
 
 

@@ -535,10 +535,11 @@ class Run:
         """Send the workflow's notifications of ``kind`` in the run's task group; the
         run waits for them before it ends."""
         if self._tg is not None:
+            # counted now, not when the task first runs: the run must not end between
+            self._notifying += 1
             self._tg.start_soon(self._notify_in_background, kind, event)
 
     async def _notify_in_background(self, kind: str, event: WorkflowEvent) -> None:
-        self._notifying += 1
         try:
             await notify(self.book, kind, event)
         finally:
