@@ -10,6 +10,23 @@ from ._handlers import Call as Call
 from ._handlers import RecordingHandler as RecordingHandler
 from ._handlers import approve_when_pending as approve_when_pending
 from ._handlers import fail as fail
+from ._instances import check_instance_store as check_instance_store
+from ._parts import check_approval_store as check_approval_store
+from ._parts import check_checkpoint_store as check_checkpoint_store
+from ._parts import check_control_store as check_control_store
+from ._parts import check_lease_store as check_lease_store
 from ._storage import check_storage as check_storage
 
-__all__ = ["Call", "FakeClock", "RecordingHandler", "approve_when_pending", "check_storage", "fail"]
+__all__ = [
+    "Call",
+    "FakeClock",
+    "RecordingHandler",
+    "approve_when_pending",
+    "check_approval_store",
+    "check_checkpoint_store",
+    "check_control_store",
+    "check_instance_store",
+    "check_lease_store",
+    "check_storage",
+    "fail",
+]
