@@ -9,6 +9,7 @@ afterwards.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -23,16 +24,26 @@ from dagflow import (
     ApprovalRequest,
     Checkpoint,
     ComposedStorage,
+    CycleDetected,
+    DefaultDagBuilder,
+    DefaultStateMachine,
     MemoryStorage,
+    ValidationError,
+    WorkflowDag,
+    WorkflowDefinition,
+    WorkflowState,
 )
 from dagflow._storage import open_storage
 from dagflow._storage.sqlite import SqliteStorage
 from dagflow.testing import (
+    FakeClock,
     check_approval_store,
     check_checkpoint_store,
     check_control_store,
+    check_dag_builder,
     check_instance_store,
     check_lease_store,
+    check_state_machine,
     check_storage,
 )
 
@@ -228,3 +239,157 @@ async def test_instance_kit_needs_reopen_for_durable_stores() -> None:
     """``check_instance_store(durable=True)`` without ``reopen`` is a TypeError."""
     with pytest.raises(TypeError, match="reopen"):
         await check_instance_store(MemoryStorage)
+
+
+# --------------------------------------------------------------------------- DAG builder
+
+
+def test_default_dag_builder_passes_the_kit() -> None:
+    """DefaultDagBuilder passes on every sample, cycles included."""
+    check_dag_builder(DefaultDagBuilder())
+
+
+def _evolved(dag: WorkflowDag, parents: list[list[int]]) -> WorkflowDag:
+    return WorkflowDag(dag.definition, dag.ids, dag.index, parents, dag.level,
+                       dag.execution_batches)
+
+
+class _DropsAnEdge(DefaultDagBuilder):
+    """Forgets the first dependency of the last task that has one."""
+
+    def build_dag(self, workflow: WorkflowDefinition) -> WorkflowDag:
+        dag = super().build_dag(workflow)
+        parents = [list(p) for p in dag.parents]
+        last = max(i for i, p in enumerate(parents) if p)
+        parents[last] = parents[last][1:]
+        return _evolved(dag, parents)
+
+
+class _OptimizesAnEdgeAway(DefaultDagBuilder):
+    """Its optimized graph forgets every dependency of the last task."""
+
+    def optimize_parallelism(self, dag: WorkflowDag) -> WorkflowDag:
+        parents = [list(p) for p in dag.parents]
+        parents[-1] = []
+        return _evolved(dag, parents)
+
+
+class _ForgetsBranches(DefaultDagBuilder):
+    """Leaves out a Conditional's implicit edges to its branch tasks."""
+
+    def build_dag(self, workflow: WorkflowDefinition) -> WorkflowDag:
+        dag = super().build_dag(workflow)
+        parents = [[p for p in ps if dag.ids[p] in workflow.tasks[c].depends_on]
+                   for c, ps in enumerate(dag.parents)]
+        return _evolved(dag, parents)
+
+
+class _ReportsHalfACycle(DefaultDagBuilder):
+    """Names the tasks of a cycle without closing it."""
+
+    def build_dag(self, workflow: WorkflowDefinition) -> WorkflowDag:
+        try:
+            return super().build_dag(workflow)
+        except CycleDetected as exc:
+            raise CycleDetected(exc.problems, path=exc.path[:-1]) from None
+
+
+class _CallsACycleInvalid(DefaultDagBuilder):
+    """Raises a plain ValidationError for a cycle."""
+
+    def build_dag(self, workflow: WorkflowDefinition) -> WorkflowDag:
+        try:
+            return super().build_dag(workflow)
+        except CycleDetected as exc:
+            raise ValidationError(exc.problems) from None
+
+
+@pytest.mark.parametrize(("broken", "message"), [
+    (_DropsAnEdge, r"check_dag_builder: a chain: build_dag: task 'd' waits for \[\], "
+                   r"expected \['c'\] \(the edge c -> d is missing\)"),
+    (_OptimizesAnEdgeAway, r"check_dag_builder: a chain: optimize_parallelism: task 'd' "
+                           r"waits for \[\], expected \['c'\]"),
+    (_ForgetsBranches, r"check_dag_builder: a Conditional with branches: build_dag: task "
+                       r"'deploy' waits for \[\], expected \['decide'\]"),
+    (_ReportsHalfACycle, r"check_dag_builder: a cycle of two tasks: CycleDetected.path is "
+                         r"\('a', 'b'\): it must walk around the cycle"),
+    (_CallsACycleInvalid, r"check_dag_builder: a cycle of two tasks: build_dag raised "
+                          r"ValidationError .*expected CycleDetected"),
+], ids=["drops an edge", "optimizes an edge away", "forgets branches", "half a cycle",
+        "not CycleDetected"])
+def test_dag_kit_names_what_a_broken_builder_got_wrong(broken: type[DefaultDagBuilder],
+                                                       message: str) -> None:
+    """A builder broken in one method fails the kit, which names the sample and the edge."""
+    with pytest.raises(AssertionError, match=message):
+        check_dag_builder(broken())
+
+
+# --------------------------------------------------------------------------- state machine
+
+
+def test_default_state_machine_passes_the_kit() -> None:
+    """DefaultStateMachine passes, with the system clock and with a fake one."""
+    check_state_machine(DefaultStateMachine())
+    check_state_machine(DefaultStateMachine(now=FakeClock().now))
+
+
+class _NoRetries(DefaultStateMachine):
+    """Refuses to run a Failed or Cancelled instance again: stricter than the table."""
+
+    def is_valid_transition(self, from_state: WorkflowState, to_state: WorkflowState) -> bool:
+        retry = to_state == WorkflowState.RUNNING and from_state in (
+            WorkflowState.FAILED, WorkflowState.CANCELLED)
+        return not retry and super().is_valid_transition(from_state, to_state)
+
+
+def test_a_stricter_state_machine_passes_the_kit() -> None:
+    """A machine that refuses more than the table (no retries) keeps the contract."""
+    check_state_machine(_NoRetries())
+
+
+class _RestartsCompleted(DefaultStateMachine):
+    """Lets a Completed instance run again."""
+
+    def is_valid_transition(self, from_state: WorkflowState, to_state: WorkflowState) -> bool:
+        restart = (from_state, to_state) == (WorkflowState.COMPLETED, WorkflowState.RUNNING)
+        return restart or super().is_valid_transition(from_state, to_state)
+
+
+class _Disagrees(DefaultStateMachine):
+    """Reports Paused -> Running valid but refuses to make the change."""
+
+    def transition(self, instance_id: str, from_state: WorkflowState,
+                   to_state: WorkflowState, reason: str | None = None) -> Any:
+        if (from_state, to_state) == (WorkflowState.PAUSED, WorkflowState.RUNNING):
+            from dagflow import InvalidStateTransition
+
+            raise InvalidStateTransition(from_state=from_state, to_state=to_state)
+        return super().transition(instance_id, from_state, to_state, reason)
+
+
+class _RefusesWithValueError(DefaultStateMachine):
+    """Refuses a change with a ValueError."""
+
+    def transition(self, instance_id: str, from_state: WorkflowState,
+                   to_state: WorkflowState, reason: str | None = None) -> Any:
+        if not self.is_valid_transition(from_state, to_state):
+            raise ValueError(f"no: {from_state} -> {to_state}")
+        return super().transition(instance_id, from_state, to_state, reason)
+
+
+@pytest.mark.parametrize(("machine", "message"), [
+    (_RestartsCompleted(), r"check_state_machine: is_valid_transition: allows Completed -> "
+                           r"Running, which the contract forbids"),
+    (_Disagrees(), r"check_state_machine: transition: transition\(Paused -> Running\) "
+                   r"raised InvalidStateTransition, but is_valid_transition allows it"),
+    (_RefusesWithValueError(), r"check_state_machine: transition: transition\(Draft -> "
+                               r"Draft\) raised ValueError .*must be InvalidStateTransition"),
+    (DefaultStateMachine(now=dt.datetime.now), r"check_state_machine: transition: "
+                                               r".* has a naive timestamp"),
+], ids=["allows Completed -> Running", "disagrees", "ValueError", "naive time"])
+def test_state_machine_kit_names_what_a_broken_machine_got_wrong(
+        machine: DefaultStateMachine, message: str) -> None:
+    """A machine broken in one method (or given a naive clock) fails the kit, which names
+    the change."""
+    with pytest.raises(AssertionError, match=message):
+        check_state_machine(machine)

@@ -6,6 +6,7 @@
 """
 
 from ._clock import FakeClock as FakeClock
+from ._dag_builder import check_dag_builder as check_dag_builder
 from ._handlers import Call as Call
 from ._handlers import RecordingHandler as RecordingHandler
 from ._handlers import approve_when_pending as approve_when_pending
@@ -15,6 +16,7 @@ from ._parts import check_approval_store as check_approval_store
 from ._parts import check_checkpoint_store as check_checkpoint_store
 from ._parts import check_control_store as check_control_store
 from ._parts import check_lease_store as check_lease_store
+from ._state_machine import check_state_machine as check_state_machine
 from ._storage import check_storage as check_storage
 
 __all__ = [
@@ -25,8 +27,10 @@ __all__ = [
     "check_approval_store",
     "check_checkpoint_store",
     "check_control_store",
+    "check_dag_builder",
     "check_instance_store",
     "check_lease_store",
+    "check_state_machine",
     "check_storage",
     "fail",
 ]
