@@ -18,16 +18,24 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import attrs
 import pytest
 
 from dagflow import (
     ApprovalRequest,
     Checkpoint,
+    Command,
     ComposedStorage,
     CycleDetected,
     DefaultDagBuilder,
     DefaultStateMachine,
+    DefaultTaskExecutor,
     MemoryStorage,
+    TaskContext,
+    TaskDefinition,
+    TaskExecutionFailed,
+    TaskOutput,
     ValidationError,
     WorkflowDag,
     WorkflowDefinition,
@@ -41,6 +49,7 @@ from dagflow.testing import (
     check_checkpoint_store,
     check_control_store,
     check_dag_builder,
+    check_executor,
     check_instance_store,
     check_lease_store,
     check_state_machine,
@@ -239,6 +248,150 @@ async def test_instance_kit_needs_reopen_for_durable_stores() -> None:
     """``check_instance_store(durable=True)`` without ``reopen`` is a TypeError."""
     with pytest.raises(TypeError, match="reopen"):
         await check_instance_store(MemoryStorage)
+
+
+# --------------------------------------------------------------------------- executor
+
+ECHO = TaskDefinition("ok", Command("echo", ("ok",)))
+FALSE = TaskDefinition("bad", Command("false"))
+SLEEP = TaskDefinition("slow", Command("sleep", ("30",)))
+
+
+async def test_default_executor_passes_the_kit(tmp_path: Path) -> None:
+    """DefaultTaskExecutor passes with Command tasks: ``sleep 30`` is killed when its
+    attempt is cancelled, and no process of it is left."""
+    await check_executor(DefaultTaskExecutor(), succeeds=ECHO, fails=FALSE, slow=SLEEP,
+                         context=lambda ctx: attrs.evolve(ctx, workdir=str(tmp_path)))
+
+
+async def test_default_executor_runs_the_interpolated_spec() -> None:
+    """Given ``echo ${x}`` as the task and ``echo resolved`` as ``context.spec``, the
+    default executor prints ``resolved`` (what the kit's spec check relies on)."""
+    task = TaskDefinition("t", Command("echo", ("${x}",)))
+    ctx = TaskContext(task_id="t", spec=Command("echo", ("resolved",)), task=task)
+    output = await DefaultTaskExecutor().execute_task(task, ctx)
+    assert output.stdout == "resolved\n"
+
+
+class _ReturnsOnFailure(DefaultTaskExecutor):
+    """Returns a failed attempt's output instead of raising."""
+
+    async def execute_task(self, task: TaskDefinition, context: TaskContext) -> TaskOutput:
+        try:
+            return await super().execute_task(task, context)
+        except TaskExecutionFailed as exc:
+            output: TaskOutput = exc.output
+            return output
+
+
+class _RunsTaskType(DefaultTaskExecutor):
+    """Runs the task as written, ignoring the interpolated spec."""
+
+    async def execute_task(self, task: TaskDefinition, context: TaskContext) -> TaskOutput:
+        return await super().execute_task(task, attrs.evolve(context, spec=task.type))
+
+
+class _SwallowsCancel(DefaultTaskExecutor):
+    """Turns its cancellation into an empty output."""
+
+    async def execute_task(self, task: TaskDefinition, context: TaskContext) -> TaskOutput:
+        try:
+            return await super().execute_task(task, context)
+        except anyio.get_cancelled_exc_class():
+            return TaskOutput()
+
+
+class _IgnoresCancel(DefaultTaskExecutor):
+    """Shields its attempts from cancellation."""
+
+    async def execute_task(self, task: TaskDefinition, context: TaskContext) -> TaskOutput:
+        with anyio.CancelScope(shield=True):
+            return await super().execute_task(task, context)
+
+
+@attrs.define
+class _LeakyCommand:
+    """Runs a Command, and leaves its process running when cancelled."""
+
+    left: list[Any] = attrs.Factory(list)
+
+    async def __call__(self, ctx: TaskContext) -> TaskOutput:
+        spec = ctx.spec
+        process = await anyio.open_process([spec.command, *spec.args],
+                                           start_new_session=True)
+        try:
+            code = await process.wait()
+        except BaseException:
+            self.left.append(process)  # closed by the test, once the kit killed it
+            raise
+        await process.aclose()
+        if code:
+            raise TaskExecutionFailed(reason=f"exit code {code}")
+        return TaskOutput(exit_code=code)
+
+
+@attrs.define(eq=False)
+class _LeavesTask(DefaultTaskExecutor):
+    """Starts a watcher task in a group it was given, and never stops it."""
+
+    group: Any = None
+
+    async def execute_task(self, task: TaskDefinition, context: TaskContext) -> TaskOutput:
+        self.group.start_soon(anyio.sleep_forever, name="kit-leftover-watcher")
+        return await super().execute_task(task, context)
+
+
+@pytest.mark.parametrize(("broken", "message"), [
+    (_ReturnsOnFailure, r"check_executor: a task that fails: execute_task returned "
+                        r"TaskOutput\(.*a failed attempt must raise"),
+    (_RunsTaskType, r"check_executor: context.spec, not task.type: the failing task given "
+                    r"the spec of the one that succeeds"),
+    (_SwallowsCancel, r"check_executor: cancellation: execute_task returned TaskOutput\(.*"
+                      r"after its cancel scope was cancelled"),
+    (_IgnoresCancel, r"check_executor: cancellation: execute_task ended .* after its cancel "
+                     r"scope was cancelled \(allowed: 0.5 s\) and only once the kit killed "
+                     r"pid \d+ \(sleep\)"),
+], ids=["returns on failure", "runs task.type", "swallows cancel", "ignores cancel"])
+async def test_executor_kit_names_what_a_broken_executor_got_wrong(
+        broken: type[DefaultTaskExecutor], message: str) -> None:
+    """An executor broken in execute_task fails the kit, which says how."""
+    with pytest.raises(AssertionError, match=message):
+        await check_executor(broken(), succeeds=ECHO, fails=FALSE, slow=SLEEP,
+                             cancel_within=0.5)
+
+
+async def test_executor_kit_finds_and_kills_a_process_left_running() -> None:
+    """A Command handler that leaves its process running when cancelled fails the kit,
+    which kills that process."""
+    leaky = _LeakyCommand()
+    executor = DefaultTaskExecutor(handlers={"Command": leaky})
+    with pytest.raises(AssertionError, match=r"check_executor: cancellation: the cancelled "
+                       r"attempt left 1 process\(es\) running \(the kit killed them\): "
+                       r"pid \d+ \(sleep\)"):
+        await check_executor(executor, succeeds=ECHO, fails=FALSE, slow=SLEEP,
+                             cancel_within=0.5)
+    [process] = leaky.left
+    with anyio.fail_after(5):
+        assert await process.wait() == -9  # SIGKILL, by the kit
+    await process.aclose()
+
+
+async def test_executor_kit_finds_a_task_left_running() -> None:
+    """An executor that leaves a task of its attempt running fails the kit, naming it."""
+    async with anyio.create_task_group() as tg:
+        executor = _LeavesTask(group=tg)
+        with pytest.raises(AssertionError, match=r"check_executor: cancellation: the "
+                           r"cancelled attempt left tasks running: kit-leftover-watcher"):
+            await check_executor(executor, succeeds=ECHO, fails=FALSE, slow=SLEEP,
+                                 cancel_within=0.5)
+        tg.cancel_scope.cancel()
+
+
+async def test_executor_kit_refuses_a_slow_task_that_ends_by_itself() -> None:
+    """A ``slow`` task that finishes before it is cancelled is the caller's mistake, and
+    the kit says so."""
+    with pytest.raises(AssertionError, match=r"the slow task ended by itself"):
+        await check_executor(DefaultTaskExecutor(), succeeds=ECHO, fails=FALSE, slow=ECHO)
 
 
 # --------------------------------------------------------------------------- DAG builder

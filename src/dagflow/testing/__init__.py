@@ -7,6 +7,7 @@
 
 from ._clock import FakeClock as FakeClock
 from ._dag_builder import check_dag_builder as check_dag_builder
+from ._executor import check_executor as check_executor
 from ._handlers import Call as Call
 from ._handlers import RecordingHandler as RecordingHandler
 from ._handlers import approve_when_pending as approve_when_pending
@@ -28,6 +29,7 @@ __all__ = [
     "check_checkpoint_store",
     "check_control_store",
     "check_dag_builder",
+    "check_executor",
     "check_instance_store",
     "check_lease_store",
     "check_state_machine",
