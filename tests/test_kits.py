@@ -24,13 +24,17 @@ import pytest
 
 from dagflow import (
     ApprovalRequest,
+    ApprovalVote,
     Checkpoint,
     Command,
     ComposedStorage,
     CycleDetected,
+    DefaultApprovalSystem,
+    DefaultCheckpointManager,
     DefaultDagBuilder,
     DefaultStateMachine,
     DefaultTaskExecutor,
+    MemoryApprovalSystem,
     MemoryStorage,
     TaskContext,
     TaskDefinition,
@@ -39,13 +43,17 @@ from dagflow import (
     ValidationError,
     WorkflowDag,
     WorkflowDefinition,
+    WorkflowInstance,
     WorkflowState,
 )
+from dagflow._approval._rules import status_of
 from dagflow._storage import open_storage
 from dagflow._storage.sqlite import SqliteStorage
 from dagflow.testing import (
     FakeClock,
     check_approval_store,
+    check_approval_system,
+    check_checkpoint_manager,
     check_checkpoint_store,
     check_control_store,
     check_dag_builder,
@@ -546,3 +554,129 @@ def test_state_machine_kit_names_what_a_broken_machine_got_wrong(
     the change."""
     with pytest.raises(AssertionError, match=message):
         check_state_machine(machine)
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+async def test_default_approval_system_passes_the_kit_in_memory() -> None:
+    """DefaultApprovalSystem over a MemoryStorage passes."""
+    await check_approval_system(lambda clock: DefaultApprovalSystem(MemoryStorage(),
+                                                                    clock=clock))
+
+
+async def test_default_approval_system_passes_the_kit_on_sqlite(tmp_path: Path) -> None:
+    """DefaultApprovalSystem over one shared SQLite store passes."""
+    store = SqliteStorage(tmp_path / "gates.db")
+    try:
+        await check_approval_system(lambda clock: DefaultApprovalSystem(store, clock=clock))
+    finally:
+        await store.close()
+
+
+async def test_default_approval_system_passes_the_kit_on_postgres(postgres_url: str) -> None:
+    """DefaultApprovalSystem over one shared PostgreSQL store passes."""
+    store = open_storage(postgres_url)
+    try:
+        await check_approval_system(lambda clock: DefaultApprovalSystem(store, clock=clock))
+    finally:
+        await store.close()
+
+
+async def test_memory_approval_system_passes_the_kit() -> None:
+    """MemoryApprovalSystem passes."""
+    await check_approval_system(lambda clock: MemoryApprovalSystem(clock=clock))
+
+
+class _AcceptsStrangers(DefaultApprovalSystem):
+    """Records a grant by anyone, without the rules."""
+
+    async def grant_approval(self, approval_id: str, approver: str,
+                             comment: str | None = None) -> None:
+        now = self.clock.now()
+
+        def change(gate: ApprovalRequest) -> tuple[ApprovalRequest, str]:
+            vote = ApprovalVote(approver, True, now, comment)
+            gate = attrs.evolve(gate, votes=(*gate.votes, vote))
+            return gate, status_of(gate, now).state
+
+        await self.store.update_approval(approval_id, change)
+
+
+class _ListsEveryone(MemoryApprovalSystem):
+    """Lists every open gate, whoever asks."""
+
+    async def list_pending_approvals(self, approver: str | None = None
+                                     ) -> list[ApprovalRequest]:
+        return await super().list_pending_approvals(None)
+
+
+class _NeverWakes(MemoryApprovalSystem):
+    """Waits for a change that it is never told of."""
+
+    async def wait_for_change(self, approval_id: str, seen_votes: int) -> None:
+        await anyio.sleep_forever()
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda clock: _AcceptsStrangers(MemoryStorage(), clock=clock),
+     r"check_approval_system: a stranger: grant_approval by 'mallory\.\w+@EXAMPLE\.com' "
+     r"\(not listed\): returned None, expected ApprovalError"),
+    (lambda clock: _ListsEveryone(clock=clock),
+     r"check_approval_system: list_pending_approvals: list_pending_approvals\('alice\..*'\) "
+     r"lists \['alice voted', 'open, alice listed', 'open, alice not listed'\], expected "
+     r"\['open, alice listed'\]"),
+    (lambda clock: _NeverWakes(clock=clock),
+     r"check_approval_system: wait_for_change: wait_for_change did not return within 0.2 s "
+     r"of a vote"),
+], ids=["accepts strangers", "lists everyone", "never wakes"])
+async def test_approval_kit_names_what_a_broken_system_got_wrong(
+        make: Callable[[FakeClock], Any], message: str) -> None:
+    """A system broken in one method fails the kit, which names the rule it broke."""
+    with pytest.raises(AssertionError, match=message):
+        await check_approval_system(make, wake_within=0.2)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+async def test_default_checkpoint_manager_passes_the_kit() -> None:
+    """DefaultCheckpointManager passes, with plain SHA-256 and with an HMAC key."""
+    await check_checkpoint_manager(DefaultCheckpointManager)
+    await check_checkpoint_manager(lambda store: DefaultCheckpointManager(store, key=b"k"))
+
+
+class _Trusting(DefaultCheckpointManager):
+    """Loads checkpoints without verifying their checksum."""
+
+    def verify(self, checkpoint: Checkpoint) -> Checkpoint:
+        return checkpoint
+
+
+class _RestoresAnything(DefaultCheckpointManager):
+    """Applies a checkpoint to whichever instance it is asked to."""
+
+    async def restore_from_checkpoint(self, instance_id: str, checkpoint_id: str
+                                      ) -> WorkflowInstance:
+        from dagflow._checkpoint import apply_checkpoint
+
+        checkpoint = await self.load_checkpoint(checkpoint_id)
+        instance = await self.store.load_workflow(instance_id)
+        assert instance is not None
+        return apply_checkpoint(instance, checkpoint)
+
+
+@pytest.mark.parametrize(("broken", "message"), [
+    (_Trusting, r"check_checkpoint_manager: a checkpoint altered in the store: "
+                r"load_checkpoint of a checkpoint with task 'build' marked Failed: returned "
+                r"Checkpoint\(.*expected CheckpointError"),
+    (_RestoresAnything, r"check_checkpoint_manager: another instance's checkpoint: "
+                        r"restore_from_checkpoint of another instance's checkpoint: returned "
+                        r"WorkflowInstance\(.*expected CheckpointError"),
+], ids=["does not verify", "restores another instance"])
+async def test_checkpoint_kit_names_what_a_broken_manager_got_wrong(
+        broken: type[DefaultCheckpointManager], message: str) -> None:
+    """A manager broken in one method fails the kit, which names the alteration it let
+    through."""
+    with pytest.raises(AssertionError, match=message):
+        await check_checkpoint_manager(broken)

@@ -3,8 +3,15 @@
 ``import dagflow`` does not load this package; import it from your tests::
 
     from dagflow.testing import FakeClock
+
+Besides the fakes, it has a conformance kit per seam (``check_storage`` and one per
+storage part, ``check_executor``, ``check_dag_builder``, ``check_state_machine``,
+``check_approval_system``, ``check_checkpoint_manager``): dagflow's defaults pass them,
+and a host application runs them against its own implementations.
 """
 
+from ._approval_system import check_approval_system as check_approval_system
+from ._checkpoint_manager import check_checkpoint_manager as check_checkpoint_manager
 from ._clock import FakeClock as FakeClock
 from ._dag_builder import check_dag_builder as check_dag_builder
 from ._executor import check_executor as check_executor
@@ -26,6 +33,8 @@ __all__ = [
     "RecordingHandler",
     "approve_when_pending",
     "check_approval_store",
+    "check_approval_system",
+    "check_checkpoint_manager",
     "check_checkpoint_store",
     "check_control_store",
     "check_dag_builder",
