@@ -20,8 +20,9 @@ from .._errors import WorkflowNotFound
 from .._models import Checkpoint, WorkflowInstance
 from .._protocols import InstanceStore
 
-__all__ = ["StoreRun", "checkpoint_ids", "diff", "expect_raises", "ids_of", "known",
-           "load_instance", "named", "no_events", "run_store_checks", "same", "short"]
+__all__ = ["StoreCheck", "StoreRun", "checkpoint_ids", "diff", "expect_raises", "ids_of",
+           "known", "load_instance", "made", "named", "no_events", "run_store_checks", "same",
+           "short"]
 
 #: One check of a storage kit: it opens the stores it needs through the run.
 StoreCheck = Callable[["StoreRun"], Awaitable[None]]

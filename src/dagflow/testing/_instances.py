@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -61,6 +61,7 @@ __all__ = [
     "INSTANCE_CHECKS",
     "check_instance_store",
     "delete_instance",
+    "reopened_instance",
     "unknown_instance_ids",
 ]
 
@@ -330,6 +331,15 @@ async def delete_instance(run: StoreRun, *, everything: bool) -> None:
 
 async def _check_reopen(run: StoreRun) -> None:
     """A second store on the same database sees the instances and events the first wrote."""
+    await reopened_instance(run)
+
+
+async def reopened_instance(
+    run: StoreRun, also: Callable[[Any, WorkflowInstance], Awaitable[None]] | None = None,
+) -> tuple[Any, WorkflowInstance]:
+    """Write an instance, a commit and events (and ``also`` what else the caller writes)
+    through one store, close it, and check that a store reopened on its database loads
+    them all equal; return that store and the instance."""
     first = await run.new()
     instance = make_instance(text="reopen ✓")
     await first.store_workflow(instance)
@@ -337,14 +347,18 @@ async def _check_reopen(run: StoreRun) -> None:
     at = utcnow()
     state = TaskState("count", TaskStatus.COMPLETED, at, at, 1, make_output(9), None)
     await first.commit(instance.id, InstanceChanges(task_states=(state,), events=tuple(events)))
+    if also is not None:
+        await also(first, instance)
     want = with_outputs(attrs.evolve(
         instance, task_states={**instance.task_states, "count": state}))
     await run.close_one(first)
     second = await run.again(first)
+    # a new store parses the definition snapshot instead of reusing the object it was given
     same("load_workflow from a reopened store",
          await load_instance(second, instance.id, "reopened"), want)
     same("load_events from a reopened store", await second.load_events(instance.id), events)
     same("last_event_seq from a reopened store", await second.last_event_seq(instance.id), 5)
+    return second, instance
 
 
 #: The checks of an instance store, in the order the kit runs them (before reopening).
