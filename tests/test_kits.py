@@ -172,9 +172,6 @@ async def test_composed_store_of_two_sqlite_stores_passes_each_part_kit(
         await kit(make)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="ComposedStorage.delete_workflow deletes from the instance part "
-                          "only: checkpoints and controls kept in another part stay")
 async def test_composed_store_of_two_sqlite_stores_passes_check_storage(
         tmp_path: Path) -> None:
     """A ComposedStorage of two SQLite files passes the whole kit, fencing included

@@ -88,7 +88,16 @@ class ComposedStorage:
         return await self.instances.list_workflows(filters)
 
     async def delete_workflow(self, instance_id: str) -> None:
-        """Remove an instance and everything recorded about it."""
+        """Remove an instance and everything recorded about it, in every part."""
+        if self.checkpoints is not self.instances:
+            for checkpoint in await self.checkpoints.list_checkpoints(instance_id):
+                await self.checkpoints.delete_checkpoint(checkpoint.id)
+        if self.controls is not self.instances:
+            await self.controls.take_controls(instance_id)
+        if self.leases is not self.instances:
+            holder, _ = await self.leases.lease_of(instance_id)
+            if holder is not None:
+                await self.leases.release_lease(instance_id, holder)
         await self.instances.delete_workflow(instance_id)
 
     async def instance_ids(self, filters: WorkflowFilters) -> list[tuple[str, str | None]]:
