@@ -89,12 +89,13 @@ class ComposedStorage:
 
     async def delete_workflow(self, instance_id: str) -> None:
         """Remove an instance and everything recorded about it, in every part."""
-        if self.checkpoints is not self.instances:
+        instances: object = self.instances
+        if self.checkpoints is not instances:
             for checkpoint in await self.checkpoints.list_checkpoints(instance_id):
                 await self.checkpoints.delete_checkpoint(checkpoint.id)
-        if self.controls is not self.instances:
+        if self.controls is not instances:
             await self.controls.take_controls(instance_id)
-        if self.leases is not self.instances:
+        if self.leases is not instances:
             holder, _ = await self.leases.lease_of(instance_id)
             if holder is not None:
                 await self.leases.release_lease(instance_id, holder)
