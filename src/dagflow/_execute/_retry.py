@@ -420,14 +420,23 @@ async def commit_with_retries(
         StorageError: The last transient error's message, from that error, after the
             fourth try.
     """
+    try:  # the common case, without building a tenacity loop on every commit
+        await commit()
+        return
+    except WorkflowError:
+        raise
+    except Exception as exc:
+        first = exc
+    logger.warning("store commit failed (%s); retrying in %.2fs", first, _COMMIT_FIRST_DELAY)
+    await sleep(_COMMIT_FIRST_DELAY)
     loop = backoff_retrying(
-        attempts=_COMMIT_TRIES,
-        wait=wait_exponential(multiplier=_COMMIT_FIRST_DELAY, exp_base=_COMMIT_FACTOR),
+        attempts=_COMMIT_TRIES - 1,
+        wait=_Shifted(wait_exponential(multiplier=_COMMIT_FIRST_DELAY,
+                                       exp_base=_COMMIT_FACTOR), 1),
         sleep=sleep,
         retry=retry_if_exception(_transient),
         before_sleep=_log_commit_retry,
     )
-
 
     async def once() -> None:
         # tenacity awaits only what it sees is a coroutine function; a lambda returning
