@@ -109,7 +109,8 @@ class Attempts:
             return Outcome(T.FAILED, error=redact.text(exc.message), kind="reference")
         timeout = task.timeout.total_seconds() if task.timeout is not None else None
         try:
-            output = await self._with_timeout(timeout, self.dispatch(unit, ctx, index))
+            work = self.dispatch(unit, ctx, index)
+            output = await (work if timeout is None else self._with_timeout(timeout, work))
         except _TimedOut:
             return Outcome(T.FAILED, error=f"timed out after {timeout:g}s", kind="timeout",
                            retryable=True)
@@ -129,11 +130,8 @@ class Attempts:
             output = TaskOutput(exit_code=output.exit_code, metrics=output.metrics)
         return Outcome(T.COMPLETED, redact_output(output, redact))
 
-    async def _with_timeout(self, seconds: float | None, work: Awaitable[TaskOutput]
-                            ) -> TaskOutput:
+    async def _with_timeout(self, seconds: float, work: Awaitable[TaskOutput]) -> TaskOutput:
         """Await ``work``, failing with :class:`_TimedOut` after ``seconds`` on the clock."""
-        if seconds is None:
-            return await work
         fired = False
         result: TaskOutput | None = None
         clock = self.book.services.clock

@@ -22,7 +22,6 @@ from .._models import (
     Checkpoint,
     Conditional,
     FailureAction,
-    InstanceChanges,
     StateTransition,
     TaskDefinition,
     TaskOutput,
@@ -96,6 +95,7 @@ class Book:
     journal: Journal = attrs.field(init=False)
     # per task, computed on first use: whether its spec has references, its key
     _has_refs: dict[str, bool] = attrs.Factory(dict)
+    _spec_refs: list[bool] = attrs.Factory(list)
     _keys: dict[tuple[int, int | None], str] = attrs.Factory(dict)
     _changed: anyio.Event = attrs.Factory(anyio.Event)
     _snapshot_seq: int = -1
@@ -106,8 +106,15 @@ class Book:
     def __attrs_post_init__(self) -> None:
         self.journal = Journal(self.services.instances, self.instance.id, self.services.clock,
                                self.changed, self.on_store_error)
-        tasks = self.instance.definition.tasks
+        definition = self.instance.definition
+        tasks = definition.tasks
         n = len(tasks)
+        # which task specs hold ${...}: a fact of the definition, kept on it for every run
+        spec_refs: list[bool] | None = definition._derived.get("spec_refs")
+        if spec_refs is None:
+            spec_refs = definition._derived["spec_refs"] = [spec_has_refs(t.type)
+                                                            for t in tasks]
+        self._spec_refs = spec_refs
         self.status = [T.PENDING] * n
         self.attempts = [0] * n
         self.started_at = [None] * n
@@ -178,8 +185,7 @@ class Book:
                fields: Mapping[str, Any] | None = None,
                transitions: tuple[StateTransition, ...] = ()) -> anyio.Event:
         """Queue one change for the store; the event is set when it is durable."""
-        return self.journal.add(InstanceChanges(
-            fields or {}, (state,) if state is not None else (), events, transitions))
+        return self.journal.add(state, events, fields, transitions)
 
     def transition(self, to: WorkflowState, reason: str | None = None,
                    events: tuple[WorkflowEvent, ...] = (),
@@ -252,11 +258,14 @@ class Book:
         """
         task = unit.task
         spec = task.type
-        # a Loop's iterations share its template: one answer for all of them
-        kind = f"{unit.task_id}[]" if unit.loop_index is not None else unit.key
-        refs = self._has_refs.get(kind)
-        if refs is None:
-            refs = self._has_refs[kind] = spec_has_refs(spec)
+        refs: bool | None
+        if index is not None and unit.key == unit.task_id:  # a task itself (most of them)
+            refs = self._spec_refs[index]
+        else:  # a Loop's iterations share its template; a rollback step has its own spec
+            kind = f"{unit.task_id}[]" if unit.loop_index is not None else unit.key
+            refs = self._has_refs.get(kind)
+            if refs is None:
+                refs = self._has_refs[kind] = spec_has_refs(spec)
         if refs:
             spec = interpolate_spec(spec, self.resolver(index, unit))
         on_line = self._line_sink(unit.key) if task.config.stream_output else None

@@ -4,7 +4,7 @@ transactions as possible (group commit), each shielded from cancellation."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -12,6 +12,7 @@ import attrs
 
 from .._clock import Clock
 from .._errors import StorageError
+from .._events import WorkflowEvent
 from .._execute._retry import commit_with_retries
 from .._models import InstanceChanges, StateTransition, TaskState
 from .._protocols import InstanceStore
@@ -23,6 +24,23 @@ logger = logging.getLogger("dagflow")
 #: most changes in one transaction: a burst (5,000 tasks starting after a recovery) is
 #: committed in pieces, and the first tasks go on while later pieces are written
 MAX_BATCH = 500
+
+
+@attrs.define(eq=False, repr=False)
+class _Piece:
+    """What one transaction will write, gathered change by change (a task state replaces
+    the same task's earlier one), and the event set once it is durable."""
+
+    fields: dict[str, Any] = attrs.Factory(dict)
+    states: dict[str, TaskState] = attrs.Factory(dict)
+    events: list[WorkflowEvent] = attrs.Factory(list)
+    transitions: list[StateTransition] = attrs.Factory(list)
+    size: int = 0
+    done: anyio.Event = attrs.Factory(anyio.Event)
+
+    def changes(self) -> InstanceChanges:
+        return InstanceChanges(self.fields, tuple(self.states.values()), tuple(self.events),
+                               tuple(self.transitions))
 
 
 @attrs.define(eq=False, repr=False)
@@ -43,34 +61,45 @@ class Journal:
     clock: Clock
     on_commit: Callable[[], None]
     on_error: Callable[[BaseException], None]
-    full: list[tuple[list[InstanceChanges], anyio.Event]] = attrs.Factory(list)
-    pending: list[InstanceChanges] = attrs.Factory(list)
-    batch_done: anyio.Event = attrs.Factory(anyio.Event)
+    full: list[_Piece] = attrs.Factory(list)
+    pending: _Piece = attrs.Factory(_Piece)
     wake: anyio.Event = attrs.Factory(anyio.Event)
     error: BaseException | None = None
     flushing: bool = False  # the flusher task runs (else drain() commits inline)
     inflight: anyio.Event | None = None  # the piece the flusher is committing
+    _poked: bool = False  # wake is set and the flusher has not taken it yet
 
     def __repr__(self) -> str:
-        return f"<Journal {self.instance_id} queued={len(self.pending)}>"
+        return f"<Journal {self.instance_id} queued={self.pending.size}>"
 
-    def add(self, changes: InstanceChanges) -> anyio.Event:
-        """Queue ``changes``; the returned event is set once they are durable."""
-        done = self.batch_done
-        self.pending.append(changes)
-        if len(self.pending) >= MAX_BATCH:
-            self.full.append((self.pending, done))
-            self.pending, self.batch_done = [], anyio.Event()
-        self.wake.set()
-        return done
+    def add(self, state: TaskState | None = None, events: tuple[WorkflowEvent, ...] = (),
+            fields: Mapping[str, Any] | None = None,
+            transitions: tuple[StateTransition, ...] = ()) -> anyio.Event:
+        """Queue a change; the returned event is set once it is durable."""
+        piece = self.pending
+        if state is not None:
+            piece.states[state.task_id] = state
+        if events:
+            piece.events.extend(events)
+        if fields:
+            piece.fields.update(fields)
+        if transitions:
+            piece.transitions.extend(transitions)
+        piece.size += 1
+        if piece.size >= MAX_BATCH:
+            self.full.append(piece)
+            self.pending = _Piece()
+        if not self._poked:
+            self._poked = True
+            self.wake.set()
+        return piece.done
 
-    def _take(self) -> tuple[list[InstanceChanges], anyio.Event] | None:
+    def _take(self) -> _Piece | None:
         """The oldest piece to commit, or None when nothing is queued."""
         if self.full:
             return self.full.pop(0)
-        if self.pending:
-            piece = (self.pending, self.batch_done)
-            self.pending, self.batch_done = [], anyio.Event()
+        if self.pending.size:
+            piece, self.pending = self.pending, _Piece()
             return piece
         return None
 
@@ -85,14 +114,14 @@ class Journal:
         is not running)."""
         if not self.flushing:
             await self.drain()
-        elif self.pending:
-            await self.durable(self.batch_done)
+        elif self.pending.size:
+            await self.durable(self.pending.done)
         elif self.full:
-            await self.durable(self.full[-1][1])
+            await self.durable(self.full[-1].done)
         elif self.inflight is not None:
             await self.durable(self.inflight)
         elif self.error is not None:
-            await self.durable(self.batch_done)  # raises
+            await self.durable(self.pending.done)  # raises
 
     async def flusher(self) -> None:
         """Commit whatever is queued, piece after piece, until cancelled."""
@@ -101,61 +130,42 @@ class Journal:
             while True:
                 await self.wake.wait()
                 self.wake = anyio.Event()
+                self._poked = False
                 while (piece := self._take()) is not None:
-                    batch, done = piece
-                    self.inflight = done
+                    self.inflight = piece.done
                     try:
-                        # shielded: a batch is either committed and acknowledged, or failed
+                        # shielded: a piece is either committed and acknowledged, or failed
                         with anyio.CancelScope(shield=True), self.clock.busy():
-                            await _commit_with_retries(self.store, self.instance_id,
-                                                       _merge(batch))
+                            await _commit(self.store, self.instance_id, piece.changes())
                     except Exception as exc:
-                        self._failed(exc, done)
+                        self._failed(exc, piece)
                         return
                     self.inflight = None
-                    done.set()
+                    piece.done.set()
                     self.on_commit()
         finally:
             self.flushing = False
             self.inflight = None
 
-    def _failed(self, exc: BaseException, done: anyio.Event) -> None:
+    def _failed(self, exc: BaseException, piece: _Piece) -> None:
         self.error = exc
         logger.error("instance %s: store commit failed: %s", self.instance_id, exc)
-        done.set()
-        for _, later in self.full:  # nothing after a failed write is written
-            later.set()
-        self.batch_done.set()
+        piece.done.set()
+        for later in self.full:  # nothing after a failed write is written
+            later.done.set()
+        self.pending.done.set()
         self.on_error(exc)
 
     async def drain(self) -> None:
         """Commit everything queued so far (the flusher may be gone)."""
         while self.error is None and (piece := self._take()) is not None:
-            batch, done = piece
             with self.clock.busy():
-                await _commit_with_retries(self.store, self.instance_id, _merge(batch))
-            done.set()
+                await _commit(self.store, self.instance_id, piece.changes())
+            piece.done.set()
             self.on_commit()
 
 
-def _merge(batch: list[InstanceChanges]) -> InstanceChanges:
-    if len(batch) == 1:
-        return batch[0]
-    fields: dict[str, Any] = {}
-    states: dict[str, TaskState] = {}
-    events: list[Any] = []
-    transitions: list[StateTransition] = []
-    for changes in batch:
-        fields.update(changes.fields)
-        for state in changes.task_states:
-            states[state.task_id] = state
-        events.extend(changes.events)
-        transitions.extend(changes.transitions)
-    return InstanceChanges(fields, tuple(states.values()), tuple(events), tuple(transitions))
-
-
-async def _commit_with_retries(store: InstanceStore, instance_id: str,
-                               changes: InstanceChanges) -> None:
+async def _commit(store: InstanceStore, instance_id: str, changes: InstanceChanges) -> None:
     """Commit, retrying a driver's transient error (tenacity, real time: a store is not
     a task that a test's clock should skip)."""
     await commit_with_retries(lambda: store.commit(instance_id, changes))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -63,6 +64,8 @@ logger = logging.getLogger("dagflow")
 
 S = WorkflowState
 T = TaskStatus
+#: the task types the scheduler runs itself; every other one goes to the executor
+_FLOW = (Loop, Conditional, Subworkflow, Approval)
 
 
 @attrs.define(eq=False, repr=False)
@@ -87,6 +90,8 @@ class Run:
     interrupted: str | None = None  # why running tasks were stopped to be resumed later
     finished: anyio.Event = attrs.Factory(anyio.Event)
     _tg: Any = None
+    # the event loop's own CancelScope class: anyio.CancelScope() looks the loop up each time
+    _scope_class: Callable[[], anyio.CancelScope] = anyio.CancelScope
     _notifying: int = 0
     _notified: anyio.Event = attrs.Factory(anyio.Event)
 
@@ -140,6 +145,7 @@ class Run:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._scope_class = type(anyio.CancelScope())
                 tg.start_soon(book.journal.flusher)
                 tg.start_soon(self._keep_lease)
                 tg.start_soon(self._watch_controls)
@@ -337,7 +343,7 @@ class Run:
             _, i = heapq.heappop(ready)
             if status[i] == T.PENDING:
                 status[i] = T.RUNNING
-                running[i] = anyio.CancelScope()
+                running[i] = self._scope_class()
                 return i
         return None
 
@@ -461,15 +467,16 @@ class Run:
     async def _dispatch(self, unit: Unit, ctx: TaskContext, index: int | None) -> TaskOutput:
         """One attempt: flow control here, every other task type through the executor."""
         spec = ctx.spec
+        if not isinstance(spec, _FLOW):
+            return await self.book.services.executor.execute_task(unit.task, ctx)
         if isinstance(spec, Loop):
             return await run_loop(self.book, self.attempts, ctx, spec, index)
         if isinstance(spec, Conditional):
             return evaluate_conditional(self.book, ctx, spec, index)
         if isinstance(spec, Subworkflow):
             return await run_subworkflow(self.book, self.children, ctx, spec)
-        if isinstance(spec, Approval):
-            return await wait_for_approval(self.book, self, unit, ctx, spec)
-        return await self.book.services.executor.execute_task(unit.task, ctx)
+        assert isinstance(spec, Approval)
+        return await wait_for_approval(self.book, self, unit, ctx, spec)
 
     def _complete(self, i: int, outcome: Outcome) -> None:
         book = self.book
