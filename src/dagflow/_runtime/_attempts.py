@@ -97,14 +97,10 @@ class Attempts:
         task = unit.task
         if isinstance(task.type, Deploy | Scale) and task.config.checkpoint:
             await book.snapshot()  # a recovery point before touching the cluster
-        return await self._attempt(unit, attempt, index)
-
-    async def _attempt(self, unit: Unit, attempt: int, index: int | None) -> Outcome:
-        """One attempt's outcome; a failure says whether it may be retried."""
-        task = unit.task
-        redact = self.book.redactor
+        # the attempt itself; a failure says whether it may be retried
+        redact = book.redactor
         try:
-            ctx = self.book.context(unit, attempt, index)
+            ctx = book.context(unit, attempt, index)
         except ExprError as exc:
             return Outcome(T.FAILED, error=redact.text(exc.message), kind="reference")
         timeout = task.timeout.total_seconds() if task.timeout is not None else None

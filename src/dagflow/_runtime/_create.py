@@ -94,15 +94,25 @@ class Catalog:
 
     def check_plugins(self, definition: WorkflowDefinition) -> list[Problem]:
         """A problem for every Plugin task whose plugin cannot be found."""
-        out = []
-        for i, task in enumerate(definition.tasks):
-            kind = task.type.task_template.type if isinstance(task.type, Loop) else task.type
-            if isinstance(kind, Plugin) and find_plugin(kind.plugin_name, self.plugins) is None:
-                known = ", ".join(sorted(self.plugins)) or "none"
-                out.append(Problem(
-                    f"task {task.id!r}: unknown plugin {kind.plugin_name!r} (registered: "
-                    f"{known}; also searched the 'dagflow.plugins' entry points)",
-                    path=("tasks", i, "type", "plugin_name")))
+        out: list[Problem] = []
+        # the plugins a definition names, and by which tasks: kept on the definition
+        named: dict[str, list[int]] | None = definition._derived.get("plugins")
+        if named is None:
+            named = {}
+            for i, task in enumerate(definition.tasks):
+                kind = (task.type.task_template.type if isinstance(task.type, Loop)
+                        else task.type)
+                if isinstance(kind, Plugin):
+                    named.setdefault(kind.plugin_name, []).append(i)
+            definition._derived["plugins"] = named
+        for name, where in named.items():
+            if find_plugin(name, self.plugins) is not None:
+                continue
+            known = ", ".join(sorted(self.plugins)) or "none"
+            out.extend(Problem(
+                f"task {definition.tasks[i].id!r}: unknown plugin {name!r} (registered: "
+                f"{known}; also searched the 'dagflow.plugins' entry points)",
+                path=("tasks", i, "type", "plugin_name")) for i in where)
         return out
 
     def check_subworkflows(self, definition: WorkflowDefinition, base: str,

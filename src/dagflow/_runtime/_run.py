@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import anyio
 import attrs
 
 from .._context import TaskContext
+from .._dag import WorkflowDag
 from .._errors import InvalidStateTransition, StorageError
 from .._events import (
     TaskCancelled,
@@ -68,6 +69,17 @@ T = TaskStatus
 _FLOW = (Loop, Conditional, Subworkflow, Approval)
 
 
+def _priorities(dag: WorkflowDag) -> list[float]:
+    """Heap keys: the longest remaining path first (negated), computed once per graph."""
+    cached: list[float] | None = dag.definition._derived.get("priorities")
+    if cached is None or len(cached) != len(dag.ids) or dag.definition._derived.get(
+            "dag") is not dag:
+        cached = [-r for r in dag.remaining_path()]
+        if dag.definition._derived.get("dag") is dag:  # the graph kept on the definition
+            dag.definition._derived["priorities"] = cached
+    return cached
+
+
 @attrs.define(eq=False, repr=False)
 class Run:
     """The scheduler of one instance while this process runs it."""
@@ -80,7 +92,8 @@ class Run:
     priority: list[float] = attrs.Factory(list)
     ready: list[tuple[float, int]] = attrs.Factory(list)
     _to_decide: list[int] = attrs.Factory(list)
-    running: dict[int, anyio.CancelScope] = attrs.Factory(dict)
+    # running task -> whether it is an all_done task (its worker is in the cleanup group)
+    running: dict[int, bool] = attrs.Factory(dict)
     limit: int = attrs.field(init=False)
     gates: int = 0
     unresolved: int = 0
@@ -90,14 +103,16 @@ class Run:
     interrupted: str | None = None  # why running tasks were stopped to be resumed later
     finished: anyio.Event = attrs.Factory(anyio.Event)
     _tg: Any = None
-    # the event loop's own CancelScope class: anyio.CancelScope() looks the loop up each time
-    _scope_class: Callable[[], anyio.CancelScope] = anyio.CancelScope
+    # the task groups workers run in: False -> ordinary tasks, True -> all_done tasks;
+    # stopping the run cancels the first group, interrupting it both (no scope per task)
+    _groups: dict[bool, Any] = attrs.Factory(dict)
+    _closing: anyio.Event = attrs.Factory(anyio.Event)
     _notifying: int = 0
     _notified: anyio.Event = attrs.Factory(anyio.Event)
 
     def __attrs_post_init__(self) -> None:
         self.attempts = Attempts(self.book, self._dispatch)
-        self.priority = [-r for r in self.book.dag.remaining_path()]
+        self.priority = _priorities(self.book.dag)
         self.limit = self.book.instance.definition.config.max_parallel_tasks
 
     def __repr__(self) -> str:
@@ -118,8 +133,7 @@ class Run:
         """The store refuses our writes: stop everything; nothing more can be recorded."""
         self.failure = f"store error: {exc}"
         self.stopping = self.stopping or "failed"
-        for scope in self.running.values():
-            scope.cancel()
+        self._cancel_workers(all_done=True)
         self.finished.set()
 
     # ------------------------------------------------------------------ the run
@@ -144,9 +158,10 @@ class Run:
                     or instance.definition.config.checkpoint_interval_seconds)
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
-                self._scope_class = type(anyio.CancelScope())
                 tg.start_soon(book.journal.flusher)
+                await tg.start(self._hold_group, False)
+                await tg.start(self._hold_group, True)
+                self._tg = tg
                 tg.start_soon(self._keep_lease)
                 tg.start_soon(self._watch_controls)
                 if timeout:
@@ -159,6 +174,7 @@ class Run:
                 await self.finished.wait()
                 while self._notifying:  # let gate notifications in flight arrive
                     await self._notified.wait()
+                self._closing.set()
                 tg.cancel_scope.cancel()
         finally:
             self._tg = None
@@ -167,6 +183,22 @@ class Run:
             if book.state == S.PAUSED:  # a recovery point to resume from
                 await book.snapshot()
         book.changed()
+
+    async def _hold_group(self, all_done: bool, *,
+                          task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Keep a task group for workers open until the run ends (or the group is
+        cancelled: its workers then end, and the group with them)."""
+        async with anyio.create_task_group() as group:
+            self._groups[all_done] = group
+            task_status.started()
+            await self._closing.wait()
+
+    def _cancel_workers(self, *, all_done: bool) -> None:
+        """Cancel the running tasks (with ``all_done``: the cleanup tasks too)."""
+        for kind in (False, True) if all_done else (False,):
+            group = self._groups.get(kind)
+            if group is not None and any(self.running[i] is kind for i in self.running):
+                group.cancel_scope.cancel()
 
     async def _keep_lease(self) -> None:
         """Renew this process's lease on the instance; losing it stops the run (G9)."""
@@ -228,8 +260,11 @@ class Run:
         parents = book.dag.parents
         status = book.status
         self.unresolved = sum(1 for s in status if s not in RESOLVED)
-        self.waiting = [sum(1 for p in parents[i] if status[p] not in RESOLVED)
-                        for i in range(n)]
+        if self.unresolved == n:  # a fresh run: every dependency is still to come
+            self.waiting = list(map(len, parents))
+        else:
+            self.waiting = [sum(1 for p in parents[i] if status[p] not in RESOLVED)
+                            for i in range(n)]
         self._to_decide = [i for i in reversed(range(n))
                            if status[i] == T.PENDING and not self.waiting[i]]
         self._settle()
@@ -334,8 +369,8 @@ class Run:
                 self._decide(c)
 
     def _take(self) -> int | None:
-        """The next ready task to run, marked Running with its own cancel scope; ``None``
-        when nothing is ready or no slot is free (or the run is paused)."""
+        """The next ready task to run, marked Running; ``None`` when nothing is ready or
+        no slot is free (or the run is paused)."""
         ready, running, status = self.ready, self.running, self.book.status
         if self.paused or self._tg is None or len(running) >= self.limit:
             return None
@@ -343,32 +378,63 @@ class Run:
             _, i = heapq.heappop(ready)
             if status[i] == T.PENDING:
                 status[i] = T.RUNNING
-                running[i] = self._scope_class()
+                running[i] = self.book.tasks[i].join is JoinRule.ALL_DONE
                 return i
         return None
 
     def _pump(self) -> None:
         """Start a worker for each ready task while there are free slots."""
         while self.ready and (i := self._take()) is not None:
-            self._tg.start_soon(self._worker, i)
+            self._groups[self.running[i]].start_soon(self._worker, i)
         self.update_activity()
 
     async def _worker(self, i: int) -> None:
-        """Run task ``i``, then the next ready task, and so on: a chain of tasks is run by
-        one worker, with no new task spawned per step."""
+        """Run task ``i``, then the next ready task of the same kind, and so on: a chain of
+        tasks is run by one worker, with no new task spawned per step.
+
+        Stopping the run cancels the worker's whole group; the task it was running is
+        then recorded as cancelled (or, interrupted, as to run again) before the
+        cancellation goes on.
+        """
+        book, run_unit, running = self.book, self.attempts.run_unit, self.running
+        kind = running[i]
         done = 0
-        while True:
-            await self._run_task(i)
-            self._decide_all()
-            taken = self._take()
-            self._pump()  # workers for the others that became ready
-            if taken is None:
+        try:
+            while True:
+                task = book.tasks[i]
+                unit = Unit(task.id, task.id, task, book.attempts[i],
+                            started_at=book.started_at[i])
+                try:
+                    outcome = await run_unit(unit, i)
+                except StorageError:
+                    outcome = Outcome(T.FAILED, error=self.failure or "store error")
+                finally:
+                    book.attempts[i] = unit.attempts
+                    book.started_at[i] = unit.started_at
+                self._complete(i, outcome)
+                self._decide_all()
+                taken = self._take()
+                if taken is not None and running[taken] is not kind:
+                    self._groups[running[taken]].start_soon(self._worker, taken)
+                    taken = None
+                self._pump()  # workers for the others that became ready
+                if taken is None:
+                    self._check_done()
+                    return
+                i = taken
+                done += 1
+                if not done % 32:  # a long chain of instant tasks lets the others in too
+                    await anyio.lowlevel.checkpoint()
+        except anyio.get_cancelled_exc_class():
+            group = self._groups.get(kind)
+            if i in running and group is not None and group.cancel_scope.cancel_called:
+                # our own stop or interrupt (not the engine shutting down): record it
+                self._complete(i, Outcome(T.CANCELLED,
+                                          error=f"workflow {self._stopping_word()}"))
+                self._decide_all()
+                self._pump()
                 self._check_done()
-                return
-            i = taken
-            done += 1
-            if not done % 32:  # a long chain of instant tasks lets the others in too
-                await anyio.lowlevel.checkpoint()
+            raise
 
     def _check_done(self) -> None:
         if not self.running and (self.unresolved == 0 or self.interrupted is not None):
@@ -406,9 +472,7 @@ class Run:
         if self.paused:
             self.paused = False
         tasks = self.book.tasks
-        for i, scope in list(self.running.items()):
-            if tasks[i].join != JoinRule.ALL_DONE:
-                scope.cancel()
+        self._cancel_workers(all_done=False)
         for i, status in enumerate(self.book.status):
             if status == T.PENDING and tasks[i].join != JoinRule.ALL_DONE:
                 self._resolve(i, T.CANCELLED, f"workflow {self._stopping_word()}")
@@ -421,8 +485,7 @@ class Run:
             return
         self.interrupted = reason
         self.paused = True
-        for scope in self.running.values():
-            scope.cancel()
+        self._cancel_workers(all_done=True)
         self._check_done()
 
     def pause(self) -> None:
@@ -446,29 +509,17 @@ class Run:
 
     # ------------------------------------------------------------------ running a task
 
-    async def _run_task(self, i: int) -> None:
-        book = self.book
-        task = book.tasks[i]
-        unit = Unit(task.id, task.id, task, book.attempts[i], started_at=book.started_at[i])
-        scope = self.running[i]
-        outcome = None
-        try:
-            with scope:
-                outcome = await self.attempts.run_unit(unit, i)
-        except StorageError:
-            outcome = Outcome(T.FAILED, error=self.failure or "store error")
-        finally:
-            book.attempts[i] = unit.attempts
-            book.started_at[i] = unit.started_at
-        if outcome is None:  # its scope was cancelled
-            outcome = Outcome(T.CANCELLED, error=f"workflow {self._stopping_word()}")
-        self._complete(i, outcome)
-
-    async def _dispatch(self, unit: Unit, ctx: TaskContext, index: int | None) -> TaskOutput:
-        """One attempt: flow control here, every other task type through the executor."""
+    def _dispatch(self, unit: Unit, ctx: TaskContext, index: int | None
+                  ) -> Awaitable[TaskOutput]:
+        """One attempt: flow control here, every other task type through the executor
+        (what to await, so that a leaf task's attempt costs no frame of its own here)."""
         spec = ctx.spec
         if not isinstance(spec, _FLOW):
-            return await self.book.services.executor.execute_task(unit.task, ctx)
+            return self.book.services.executor.execute_task(unit.task, ctx)
+        return self._flow(unit, ctx, index)
+
+    async def _flow(self, unit: Unit, ctx: TaskContext, index: int | None) -> TaskOutput:
+        spec = ctx.spec
         if isinstance(spec, Loop):
             return await run_loop(self.book, self.attempts, ctx, spec, index)
         if isinstance(spec, Conditional):
