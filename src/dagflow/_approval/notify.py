@@ -50,11 +50,8 @@ import inspect
 import json
 import logging
 import os
-import smtplib
-import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import anyio
@@ -65,7 +62,10 @@ from .._events import ApprovalRequired, WorkflowEvent, event_to_dict
 from .._models import NotificationConfig, WorkflowInstance
 from .._serde import make_converter
 
-if TYPE_CHECKING:  # httpx is imported by the first webhook: most runs send none
+if TYPE_CHECKING:  # imported where they are used: most runs send no notification
+    import smtplib
+    from email.message import EmailMessage
+
     import httpx
 
 __all__ = [
@@ -290,6 +290,9 @@ class EmailNotifier:
                                        abandon_on_cancel=True)
 
     def _send(self, message: EmailMessage, notification: Notification) -> None:
+        import smtplib  # here: smtplib and ssl are slow to import, and most runs send none
+        import ssl
+
         smtp = self.smtp
         where = f"{smtp.host}:{smtp.port}"
         try:
@@ -351,6 +354,8 @@ def _email_message(notification: Notification, sender: str) -> EmailMessage:
     title = _TITLES[n.kind]
     short_id = n.instance_id if len(n.instance_id) <= 12 else n.instance_id[:8] + "..."
     subject = f"[dagflow] {n.workflow_name} {title} (instance {short_id})"
+    from email.message import EmailMessage
+
     message = EmailMessage()
     # a line break in a header would end it early: flatten, never inject
     message["Subject"] = " ".join(subject.split())

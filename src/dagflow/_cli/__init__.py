@@ -7,13 +7,13 @@ holds the exit-code table. Errors go to stderr, one line each, without a traceba
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 
 import click
 
 from .._errors import WorkflowError
-from . import _approvals, _control, _graph, _inspect, _rerun, _run, _workflow
 from ._common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, exit_code_for_error, fail
 
 __all__ = ["main"]
@@ -25,12 +25,32 @@ ORDER = ("validate", "plan", "run", "status", "list", "events", "approvals", "ap
          "checkpoints", "restore", "graph", "schema")
 
 
+#: which module defines each command: it is imported when its command runs (or for
+#: --help), so that ``dagflow run`` does not load the code of every other command
+WHERE = {
+    "validate": "_workflow", "plan": "_workflow", "schema": "_workflow", "run": "_run",
+    "status": "_inspect", "list": "_inspect", "events": "_inspect", "checkpoints": "_inspect",
+    "resume": "_rerun", "retry": "_rerun", "restore": "_rerun", "recover": "_rerun",
+    "pause": "_control", "cancel": "_control", "rollback": "_control", "archive": "_control",
+    "approvals": "_approvals", "approve": "_approvals", "reject": "_approvals",
+    "graph": "_graph",
+}
+
+
 class _Group(click.Group):
-    """Lists commands in the contract's order (others after them)."""
+    """Lists commands in the contract's order (others after them), loading each one's
+    module on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         rank = {name: i for i, name in enumerate(ORDER)}
-        return sorted(self.commands, key=lambda name: (rank.get(name, len(ORDER)), name))
+        names = {*self.commands, *WHERE}
+        return sorted(names, key=lambda name: (rank.get(name, len(ORDER)), name))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = WHERE.get(cmd_name)
+        if cmd_name not in self.commands and module is not None:
+            importlib.import_module(f".{module}", __package__).register(self)
+        return self.commands.get(cmd_name)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -48,10 +68,6 @@ def cli() -> None:
 
     Exit codes: 0 ok, 1 workflow failed/cancelled, 2 bad input, 130 interrupted.
     """
-
-
-for _module in (_workflow, _run, _inspect, _rerun, _control, _approvals, _graph):
-    _module.register(cli)
 
 
 # --------------------------------------------------------------------------- entry point

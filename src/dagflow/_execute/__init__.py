@@ -17,39 +17,42 @@ __all__ = ["DefaultTaskExecutor", "builtin_handlers", "to_output"]
 
 def builtin_handlers(plugins: Mapping[str, PluginFunction] | None = None
                      ) -> dict[str, TaskHandler]:
-    """A handler for every built-in leaf task type (imported here, on first use). Loop,
-    Conditional, Subworkflow and Approval are the engine's own flow control."""
-    from .cluster import DeployHandler, ScaleHandler
+    """A handler for every built-in leaf task type, each imported by its first task.
+    Loop, Conditional, Subworkflow and Approval are the engine's own flow control."""
     from .command import CommandHandler
-    from .query import QueryHandler
 
     return {
         "Command": CommandHandler(),
-        "Http": _HttpOnFirstUse(),
-        "Query": QueryHandler(),
-        "Deploy": DeployHandler(),
-        "Scale": ScaleHandler(),
+        "Http": _OnFirstUse("http", "HttpHandler"),
+        "Query": _OnFirstUse("query", "QueryHandler"),
+        "Deploy": _OnFirstUse("cluster", "DeployHandler"),
+        "Scale": _OnFirstUse("cluster", "ScaleHandler"),
         "Plugin": PluginHandler(plugins if plugins is not None else {}),
     }
 
 
 @attrs.define(eq=False)
-class _HttpOnFirstUse:
-    """The Http handler, imported by the first Http task: httpx (and what it imports)
-    takes longer to import than the rest of the engine, and most runs send no request."""
+class _OnFirstUse:
+    """A built-in handler, imported by the first task of its type: httpx, the database
+    drivers and the cluster code take longer to import than the rest of the engine, and
+    most runs use few task types."""
 
+    module: str
+    name: str
     busy = True
     _handler: Any = None
 
     def __repr__(self) -> str:
-        return "<HttpHandler (not imported yet)>" if self._handler is None else repr(
-            self._handler)
+        if self._handler is None:
+            return f"<{self.name} (not imported yet)>"
+        return repr(self._handler)
 
     async def __call__(self, ctx: TaskContext) -> TaskOutput:
         if self._handler is None:
-            from .http import HttpHandler
+            import importlib
 
-            self._handler = HttpHandler()
+            found = importlib.import_module(f".{self.module}", __package__)
+            self._handler = getattr(found, self.name)()
         output: TaskOutput = await self._handler(ctx)
         return output
 
