@@ -220,6 +220,7 @@ class Engine:
         try:
             stack.push_async_callback(self._close)
             self._runner.tg = await stack.enter_async_context(anyio.create_task_group())
+            self._runner.tg.start_soon(self._runner.watch_controls)
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise
@@ -351,7 +352,7 @@ class Engine:
             raise InvalidStateTransition(from_state=str(instance.state),
                                          to_state=str(S.RUNNING), instance_id=instance_id)
         await runner.claim(instance_id)  # refused here, not later inside the task group
-        await runner.start(await runner.prepare(instance), True)
+        await runner.start(await runner.prepare(instance), True, claimed=True)
 
     async def run(
         self,
@@ -427,7 +428,7 @@ class Engine:
             raise RuntimeError("resume_workflow of a stored instance needs 'async with Engine'")
         # Paused: resumed by a person; Running/WaitingApproval: its process died
         await runner.claim(instance_id)  # fail here, not in the background, if taken
-        await runner.start(await runner.prepare(instance), False)
+        await runner.start(await runner.prepare(instance), False, claimed=True)
 
     async def cancel_workflow(self, instance_id: str, reason: str = "cancelled by user"
                               ) -> None:

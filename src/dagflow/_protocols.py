@@ -362,6 +362,11 @@ class ControlStore(Protocol):
         """The requests made for an instance, oldest first, removing them."""
         ...
 
+    async def pending_controls(self) -> set[str]:
+        """The ids of the instances with requests waiting (one cheap look for all the
+        runs of an engine, which then takes those of its own)."""
+        ...
+
 
 @runtime_checkable
 class WorkflowStorage(InstanceStore, CheckpointStore, LeaseStore, ApprovalStore,

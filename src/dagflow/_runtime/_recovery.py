@@ -102,7 +102,7 @@ async def retry(runner: Runner, instance_id: str, from_task: str | None) -> Work
     reason = "retry" + (f" from {from_task}" if from_task else "")
     restarted = await _restart(runner, instance, keep, reason)
     run = await runner.prepare(restarted)
-    await runner.drive(run, first_start=False)
+    await runner.drive(run, first_start=False, claimed=True)
     return await runner.load(instance_id)
 
 
@@ -132,7 +132,7 @@ async def restore(runner: Runner, instance_id: str, checkpoint_id: str) -> Workf
     restarted = await _restart(runner, instance, dict(then.task_states),
                                f"restored to checkpoint {checkpoint_id}")
     run = await runner.prepare(restarted)
-    await runner.drive(run, first_start=False)
+    await runner.drive(run, first_start=False, claimed=True)
     return await runner.load(instance_id)
 
 

@@ -86,6 +86,9 @@ class Run:
 
     book: Book
     children: ChildRuns
+    # whether the run looks for control requests itself (outside an entered engine,
+    # whose runner looks for all of its runs at once)
+    watch_controls: bool = True
     attempts: Attempts = attrs.field(init=False)
 
     waiting: list[int] = attrs.Factory(list)
@@ -163,7 +166,8 @@ class Run:
                 await tg.start(self._hold_group, True)
                 self._tg = tg
                 tg.start_soon(self._keep_lease)
-                tg.start_soon(self._watch_controls)
+                if self.watch_controls:
+                    tg.start_soon(self._watch_controls)
                 if timeout:
                     # measured from the first start: a recovered run keeps its deadline
                     left = float(timeout) - (now - began).total_seconds()
@@ -231,17 +235,21 @@ class Run:
                 logger.warning("instance %s: cannot read control requests: %s",
                                self.instance_id, exc)
                 continue
-            for action, reason in requests:
-                try:
-                    if action == "cancel":
-                        self.stop("cancelled", reason)
-                    elif action == "pause":
-                        self.pause()
-                    elif action == "resume":
-                        self.resume()
-                except InvalidStateTransition as exc:
-                    logger.warning("instance %s: %s request ignored: %s", self.instance_id,
-                                   action, exc)
+            self.apply_controls(requests)
+
+    def apply_controls(self, requests: list[tuple[str, str]]) -> None:
+        """Carry out ``(action, reason)`` requests made by other processes."""
+        for action, reason in requests:
+            try:
+                if action == "cancel":
+                    self.stop("cancelled", reason)
+                elif action == "pause":
+                    self.pause()
+                elif action == "resume":
+                    self.resume()
+            except InvalidStateTransition as exc:
+                logger.warning("instance %s: %s request ignored: %s", self.instance_id,
+                               action, exc)
 
     async def _checkpoint_timer(self, interval: float) -> None:
         """A snapshot ``interval`` after the first change since the last one: an idle run

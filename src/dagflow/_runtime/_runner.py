@@ -154,10 +154,10 @@ class Runner:
 
             book = Book(services, instance, dag, secrets, instance.state, seq, store_failed,
                         chain)
-            run = Run(book, self)
+            run = Run(book, self, watch_controls=self.tg is None)
             return run
 
-    async def start(self, run: Run, first_start: bool) -> None:
+    async def start(self, run: Run, first_start: bool, *, claimed: bool = False) -> None:
         """Drive ``run`` in the engine's task group; return once it is registered.
 
         Raises:
@@ -165,15 +165,15 @@ class Runner:
         """
         if self.tg is None:
             raise RuntimeError("background runs need 'async with Engine(...)'")
-        await self.tg.start(self._drive_started, run, first_start)
+        await self.tg.start(self._drive_started, run, first_start, claimed)
 
-    async def _drive_started(self, run: Run, first_start: bool, *,
+    async def _drive_started(self, run: Run, first_start: bool, claimed: bool, *,
                              task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         # registered before the caller goes on, so that its wait() waits for this run
         self.done.setdefault(run.instance_id, anyio.Event())
         task_status.started()
         try:
-            await self.drive(run, first_start=first_start)
+            await self.drive(run, first_start=first_start, claimed=claimed)
         except WorkflowError as exc:
             # nobody awaits a background run: say why it stopped, and keep the engine and
             # the other runs going (the instance stays as last recorded, recoverable)
@@ -188,8 +188,9 @@ class Runner:
             if done is not None:  # the run never got going (its lease was taken)
                 done.set()
 
-    async def drive(self, run: Run, *, first_start: bool) -> None:
-        """Claim the instance and run it to its end (or until it is paused or stopped).
+    async def drive(self, run: Run, *, first_start: bool, claimed: bool = False) -> None:
+        """Claim the instance (unless the caller just did) and run it to its end (or
+        until it is paused or stopped).
 
         Raises:
             InvalidStateTransition: It already runs in this process.
@@ -200,7 +201,8 @@ class Runner:
         if instance_id in self.runs:
             raise InvalidStateTransition(from_state=str(run.state), to_state=str(S.RUNNING),
                                          instance_id=instance_id)
-        await self.claim(instance_id)
+        if not claimed:
+            await self.claim(instance_id)
         self.runs[instance_id] = run
         done = self.done.setdefault(instance_id, anyio.Event())
         journal = run.book.journal
@@ -257,6 +259,27 @@ class Runner:
         run = await self.prepare(instance, chain)
         await self.drive(run, first_start=True)
         return await self.load(child_id)
+
+    async def watch_controls(self) -> None:
+        """Carry out the cancel/pause/resume requests other processes leave for the runs
+        of this engine: one look at the store for all of them, not one per run."""
+        services = self.services
+        while True:
+            await anyio.sleep(services.settings.control_poll_seconds)  # real time, like I/O
+            if not self.runs:
+                continue
+            try:
+                with services.clock.busy():
+                    pending = await services.controls.pending_controls()
+                    asked = {instance_id: await services.controls.take_controls(instance_id)
+                             for instance_id in pending if instance_id in self.runs}
+            except Exception as exc:
+                logger.warning("cannot read control requests: %s", exc)
+                continue
+            for instance_id, requests in asked.items():
+                run = self.runs.get(instance_id)
+                if run is not None:
+                    run.apply_controls(requests)
 
     async def wait(self, instance_id: str, *, poll_seconds: float = 0.2) -> WorkflowInstance:
         """Until the instance stops running here (or, run elsewhere, reaches a final

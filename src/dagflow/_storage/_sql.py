@@ -961,6 +961,16 @@ class SqlStorage:
 
         return await self._run(work) if await self._has_controls(instance_id) else []
 
+    async def pending_controls(self) -> set[str]:
+        """The ids of the instances with requests waiting."""
+
+        def work(cur: Any) -> set[str]:
+            cur.execute("SELECT DISTINCT instance_id FROM dagflow_controls")
+            return {row[0] for row in cur.fetchall()}
+
+        found: set[str] = await self._run(work, write=False)
+        return found
+
     async def _has_controls(self, instance_id: str) -> bool:
         # a read first: most polls find nothing and should not take the write lock
         def work(cur: Any) -> bool:

@@ -182,6 +182,10 @@ class ComposedStorage:
         """The requests made for an instance, oldest first, removing them."""
         return await self.controls.take_controls(instance_id)
 
+    async def pending_controls(self) -> set[str]:
+        """The ids of the instances with requests waiting."""
+        return await self.controls.pending_controls()
+
     async def close(self) -> None:
         """Close ``default`` and every part that can be closed, each once."""
         seen: set[int] = set()

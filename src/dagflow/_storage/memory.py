@@ -260,6 +260,10 @@ class MemoryStorage:
         """The requests made for an instance, oldest first, removing them."""
         return self._controls.pop(instance_id, [])
 
+    async def pending_controls(self) -> set[str]:
+        """The ids of the instances with requests waiting."""
+        return {instance_id for instance_id, asked in self._controls.items() if asked}
+
     async def lease_of(self, instance_id: str) -> tuple[str | None, float]:
         """Who holds the lease and until when (Unix time)."""
         return self._leases.get(instance_id, (None, 0.0))

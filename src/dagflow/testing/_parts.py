@@ -224,12 +224,19 @@ async def _check_controls(run: StoreRun) -> None:
     instance, other = make_instance(full=False), make_instance(full=False)
     await known(store, instance, other)
     assert await store.take_controls(instance.id) == [], "a new instance has control requests"
+    assert not {instance.id, other.id} & await store.pending_controls(), \
+        "pending_controls names an instance nobody asked anything of"
     asked = [("pause", "for the weekend"), ("resume", ""), ("cancel", "superseded ✗")]
     for action, reason in asked:
         await store.request_control(instance.id, action, reason)
     await store.request_control(other.id, "cancel", "other")
+    pending = await store.pending_controls()
+    assert {instance.id, other.id} <= pending, \
+        f"pending_controls {sorted(pending)} misses an instance with requests"
     same("take_controls (oldest first)", await store.take_controls(instance.id), asked)
     same("take_controls a second time", await store.take_controls(instance.id), [])
+    assert instance.id not in await store.pending_controls(), \
+        "pending_controls still names an instance whose requests were taken"
     same("take_controls of another instance", await store.take_controls(other.id),
          [("cancel", "other")])
 
