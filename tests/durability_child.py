@@ -64,16 +64,21 @@ class CrashingStore:
         return sum(1 for event in changes.events if type(event).__name__ in names)
 
     async def commit(self, instance_id: str, changes: Any) -> None:
+        await self.commit_many([(instance_id, changes)])
+
+    async def commit_many(self, batch: Any) -> None:
+        """One transaction (the engine's group commit), seen as one commit."""
         point = self._point
+        everything = [changes for _, changes in batch]
         if point == "before-commit":
             self._tick(1)
         elif point == "task-finished":
-            self._tick(self._count(changes, self._FINISHED))
-        await self._inner.commit(instance_id, changes)
+            self._tick(sum(self._count(c, self._FINISHED) for c in everything))
+        await self._inner.commit_many(batch)
         if point == "after-commit":
             self._tick(1)
         elif point == "task-started":
-            self._tick(self._count(changes, self._STARTED))
+            self._tick(sum(self._count(c, self._STARTED) for c in everything))
 
 
 def _say(line: str) -> None:

@@ -72,3 +72,42 @@ async def test_transient_write_errors_are_retried(make_workflow: Any) -> None:
         inst = await engine.run(make_workflow({"id": "a"}, {"id": "b", "depends_on": ["a"]}))
     assert inst.state == WorkflowState.COMPLETED
     assert store.refused == 2
+
+
+async def test_a_run_that_lost_its_lease_stops_alone(make_workflow: Any, tmp_path: Any) -> None:
+    """Runs of one engine share their commits; when another process takes one run's
+    lease, that run stops (its writes are refused), and the other run completes."""
+    import anyio
+
+    release = anyio.Event()
+    both = anyio.Event()
+    started: set[str] = set()
+
+    async def hold(config: Any, ctx: Any) -> None:
+        started.add(ctx.instance_id)
+        if len(started) == 2:
+            both.set()
+        await release.wait()
+
+    wf = make_workflow({"id": "a", "type": {"type": "Plugin", "plugin_name": "hold"}},
+                       {"id": "b", "depends_on": ["a"],
+                        "type": {"type": "Plugin", "plugin_name": "hold"}})
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    other = dagflow.open_store(url)  # another process's view of the same database
+    async with dagflow.Engine(store=url, plugins={"hold": hold}) as engine:
+        kept = await engine.create_workflow(wf)
+        lost = await engine.create_workflow(wf)
+        await engine.start_workflow(kept.id)
+        await engine.start_workflow(lost.id)
+        await both.wait()
+        await other.release_lease(lost.id, engine.owner)
+        assert await other.acquire_lease(lost.id, "another-host:1:x", 30.0)
+        release.set()
+        done = await engine.wait(kept.id)
+        # the lost run's first write after the release (in the same round as the kept
+        # run's, which went on for another step) was refused: it has stopped by now
+        stopped = await engine.get_status(lost.id)
+    await other.close()
+    assert done.state == WorkflowState.COMPLETED
+    assert stopped.state == WorkflowState.RUNNING  # as last recorded, for its new owner
+    assert stopped.task_states["a"].state == TaskStatus.RUNNING

@@ -309,6 +309,10 @@ class HostTable:
         self.commits += 1
         await self._rows.commit(instance_id, changes)
 
+    async def commit_many(self, batch: Any) -> None:
+        self.commits += 1
+        await self._rows.commit_many(batch)  # all or nothing, like a transaction
+
     async def load_events(self, instance_id: str, after: int = 0,
                           limit: int | None = None) -> list[Any]:
         return await self._rows.load_events(instance_id, after, limit)

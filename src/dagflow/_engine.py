@@ -219,8 +219,7 @@ class Engine:
         await stack.__aenter__()
         try:
             stack.push_async_callback(self._close)
-            self._runner.tg = await stack.enter_async_context(anyio.create_task_group())
-            self._runner.tg.start_soon(self._runner.watch_controls)
+            self._runner.enter(await stack.enter_async_context(anyio.create_task_group()))
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise

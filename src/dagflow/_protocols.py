@@ -263,6 +263,16 @@ class InstanceStore(Protocol):
         """
         ...
 
+    async def commit_many(self, batch: Sequence[tuple[str, InstanceChanges]]) -> None:
+        """Apply the changes of several instances at once, all or nothing (the engine's
+        group commit for all of its runs).
+
+        Raises:
+            WorkflowNotFound: One of the instances does not exist; nothing is applied.
+            StorageError: As for :meth:`commit`; nothing is applied.
+        """
+        ...
+
     async def load_events(self, instance_id: str, after: int = 0,
                           limit: int | None = None) -> list[WorkflowEvent]:
         """The instance's events with ``seq > after``, in order (at most ``limit``)."""

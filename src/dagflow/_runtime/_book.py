@@ -30,6 +30,7 @@ from .._models import (
     WorkflowInstance,
     WorkflowState,
 )
+from ._committer import Committer
 from ._journal import Journal
 from ._services import Services
 
@@ -77,6 +78,7 @@ class Book:
     seq: int
     on_store_error: Callable[[BaseException], None]
     parent_chain: tuple[str, ...] = ()
+    committer: Committer | None = None
 
     # per task, by index
     status: list[TaskStatus] = attrs.Factory(list)
@@ -105,7 +107,7 @@ class Book:
 
     def __attrs_post_init__(self) -> None:
         self.journal = Journal(self.services.instances, self.instance.id, self.services.clock,
-                               self.changed, self.on_store_error)
+                               self.changed, self.on_store_error, self.committer)
         definition = self.instance.definition
         tasks = definition.tasks
         n = len(tasks)

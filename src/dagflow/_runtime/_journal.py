@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -17,7 +17,11 @@ from .._execute._retry import commit_with_retries
 from .._models import InstanceChanges, StateTransition, TaskState
 from .._protocols import InstanceStore
 
-__all__ = ["MAX_BATCH", "Journal"]
+if TYPE_CHECKING:
+    from ._committer import Committer
+    from ._committer import Piece as AnyPiece
+
+__all__ = ["MAX_BATCH", "Journal", "Piece"]
 
 logger = logging.getLogger("dagflow")
 
@@ -27,7 +31,7 @@ MAX_BATCH = 500
 
 
 @attrs.define(eq=False, repr=False)
-class _Piece:
+class Piece:
     """What one transaction will write, gathered change by change (a task state replaces
     the same task's earlier one), and the event set once it is durable."""
 
@@ -48,12 +52,16 @@ class Journal:
     """Group commit: changes queue up and are committed in order, up to MAX_BATCH per
     transaction. Each piece has its own event, set only once that piece is durable.
 
+    Pieces are committed by the engine's :class:`Committer` together with other runs'
+    while the engine is entered, else by the run's own :meth:`flusher`.
+
     Args:
         store: Where the changes go.
         instance_id: Whose changes they are.
         clock: Marked busy while a commit is in flight (a fake clock must not jump).
         on_commit: Called after each durable piece (wakes event followers).
         on_error: Called once when the store refuses a piece; nothing after it is written.
+        committer: The engine's group commit, if any.
     """
 
     store: InstanceStore
@@ -61,8 +69,9 @@ class Journal:
     clock: Clock
     on_commit: Callable[[], None]
     on_error: Callable[[BaseException], None]
-    full: list[_Piece] = attrs.Factory(list)
-    pending: _Piece = attrs.Factory(_Piece)
+    committer: Committer | None = None
+    full: list[Piece] = attrs.Factory(list)
+    pending: Piece = attrs.Factory(Piece)
     wake: anyio.Event = attrs.Factory(anyio.Event)
     error: BaseException | None = None
     flushing: bool = False  # the flusher task runs (else drain() commits inline)
@@ -88,18 +97,44 @@ class Journal:
         piece.size += 1
         if piece.size >= MAX_BATCH:
             self.full.append(piece)
-            self.pending = _Piece()
+            self.pending = Piece()
         if not self._poked:
             self._poked = True
-            self.wake.set()
+            committer = self.committer
+            if committer is not None and committer.running:
+                committer.mark(self)
+            else:
+                self.wake.set()
         return piece.done
 
-    def _take(self) -> _Piece | None:
+    @property
+    def shared(self) -> bool:
+        """Whether the engine's committer commits this journal's pieces now."""
+        return self.committer is not None and self.committer.running
+
+    def take(self) -> Piece | None:
+        """The oldest piece to commit (the committer's side); none once a piece failed."""
+        self._poked = False
+        return self._take() if self.error is None else None
+
+    def has_more(self) -> bool:
+        """Whether pieces are still queued (and the committer should come back)."""
+        more = bool(self.full or self.pending.size)
+        if more:
+            self._poked = True
+        return more
+
+    def committed(self, piece: AnyPiece) -> None:
+        """``piece`` is durable."""
+        piece.done.set()
+        self.on_commit()
+
+    def _take(self) -> Piece | None:
         """The oldest piece to commit, or None when nothing is queued."""
         if self.full:
             return self.full.pop(0)
         if self.pending.size:
-            piece, self.pending = self.pending, _Piece()
+            piece, self.pending = self.pending, Piece()
             return piece
         return None
 
@@ -110,9 +145,9 @@ class Journal:
             raise StorageError(f"could not save the workflow's state: {self.error}")
 
     async def flushed(self) -> None:
-        """Until everything queued so far is durable (committing it here if the flusher
-        is not running)."""
-        if not self.flushing:
+        """Until everything queued so far is durable (committing it here if neither the
+        engine's committer nor the run's flusher is running)."""
+        if not (self.flushing or self.shared):
             await self.drain()
         elif self.pending.size:
             await self.durable(self.pending.done)
@@ -138,7 +173,7 @@ class Journal:
                         with anyio.CancelScope(shield=True), self.clock.busy():
                             await _commit(self.store, self.instance_id, piece.changes())
                     except Exception as exc:
-                        self._failed(exc, piece)
+                        self.failed(exc, piece)
                         return
                     self.inflight = None
                     piece.done.set()
@@ -147,7 +182,8 @@ class Journal:
             self.flushing = False
             self.inflight = None
 
-    def _failed(self, exc: BaseException, piece: _Piece) -> None:
+    def failed(self, exc: BaseException, piece: AnyPiece) -> None:
+        """The store refused ``piece``: nothing after it is written."""
         self.error = exc
         logger.error("instance %s: store commit failed: %s", self.instance_id, exc)
         piece.done.set()
@@ -158,6 +194,11 @@ class Journal:
 
     async def drain(self) -> None:
         """Commit everything queued so far (the flusher may be gone)."""
+        if self.shared:  # the engine's committer does it, in order
+            await self.flushed()
+            return
+        if self.inflight is not None:  # the committer's last piece lands first
+            await self.inflight.wait()
         while self.error is None and (piece := self._take()) is not None:
             with self.clock.busy():
                 await _commit(self.store, self.instance_id, piece.changes())

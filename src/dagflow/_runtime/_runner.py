@@ -27,6 +27,7 @@ from .._interp import definition_refs
 from .._models import Subworkflow, WorkflowInstance, WorkflowState
 from .._state import TERMINAL_STATES
 from ._book import Book
+from ._committer import Committer
 from ._create import Catalog, create_instance
 from ._run import Run
 from ._services import Services
@@ -47,6 +48,17 @@ class Runner:
     runs: dict[str, Run] = attrs.Factory(dict)
     done: dict[str, anyio.Event] = attrs.Factory(dict)
     tg: Any = None
+    committer: Committer = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.committer = Committer(self.services.instances, self.services.clock)
+
+    def enter(self, tg: Any) -> None:
+        """The engine was entered: run its shared tasks (the group commit of every run,
+        the look for control requests) in ``tg``, where background runs live too."""
+        self.tg = tg
+        tg.start_soon(self.committer.run)
+        tg.start_soon(self.watch_controls)
 
     def __repr__(self) -> str:
         return f"<Runner running={len(self.runs)}>"
@@ -153,7 +165,7 @@ class Runner:
                 run.storage_failed(exc)
 
             book = Book(services, instance, dag, secrets, instance.state, seq, store_failed,
-                        chain)
+                        chain, self.committer)
             run = Run(book, self, watch_controls=self.tg is None)
             return run
 

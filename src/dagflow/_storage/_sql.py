@@ -536,11 +536,41 @@ class SqlStorage:
             WorkflowNotFound: No instance has this id.
             StorageError: The write failed, or this process lost the instance's lease.
         """
-        q = self._q
+        await self.commit_many([(instance_id, changes)])
+
+    async def commit_many(self, batch: Sequence[tuple[str, InstanceChanges]]) -> None:
+        """Apply the changes of several instances in one transaction: all or nothing.
+
+        Raises:
+            WorkflowNotFound: One of the instances does not exist (nothing is applied).
+            StorageError: The write failed, or this process lost an instance's lease.
+        """
+        headers = [self._header_work(instance_id, changes) for instance_id, changes in batch]
         # one row per task: a statement may not upsert the same key twice
-        tasks = list({s.task_id: self._task_row(instance_id, s)
+        tasks = list({(instance_id, s.task_id): self._task_row(instance_id, s)
+                      for instance_id, changes in batch
                       for s in changes.task_states}.values())
-        events = self._event_rows(instance_id, changes.events)
+        events = [row for instance_id, changes in batch
+                  for row in self._event_rows(instance_id, changes.events)]
+
+        def work(cur: Any) -> None:
+            for header in headers:
+                header(cur)
+            if tasks:
+                self._many(cur, "INSERT INTO dagflow_task_states (instance_id, task_id, state,"
+                           " started_at, completed_at, attempts, output, error, checksum)",
+                           tasks, _UPSERT_TASK)
+            if events:
+                self._many(cur, "INSERT INTO dagflow_events (instance_id, seq, type, body)",
+                           events)
+
+        await self._run(work)
+
+    def _header_work(self, instance_id: str, changes: InstanceChanges
+                     ) -> Callable[[Any], None]:
+        """The statements that change an instance's own row (fenced by the lease token)
+        and record its transitions."""
+        q = self._q
         fields = changes.fields
         last_seq = changes.events[-1].seq if changes.events else None
         transitions = changes.transitions
@@ -591,15 +621,8 @@ class SqlStorage:
                     raise WorkflowNotFound(instance_id=instance_id)
                 raise StorageError(f"instance {instance_id} is now driven by another process "
                                    "(this process lost its lease): not writing")
-            if tasks:
-                self._many(cur, "INSERT INTO dagflow_task_states (instance_id, task_id, state,"
-                           " started_at, completed_at, attempts, output, error, checksum)",
-                           tasks, _UPSERT_TASK)
-            if events:
-                self._many(cur, "INSERT INTO dagflow_events (instance_id, seq, type, body)",
-                           events)
 
-        await self._run(work)
+        return work
 
     def _many(self, cur: Any, head: str, rows: Sequence[tuple[Any, ...]],
               tail: str = "") -> None:

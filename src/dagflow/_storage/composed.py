@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._models import (
@@ -108,6 +108,10 @@ class ComposedStorage:
     async def commit(self, instance_id: str, changes: InstanceChanges) -> None:
         """Apply one small change atomically."""
         await self.instances.commit(instance_id, changes)
+
+    async def commit_many(self, batch: Sequence[tuple[str, InstanceChanges]]) -> None:
+        """Apply several instances' changes, all or nothing."""
+        await self.instances.commit_many(batch)
 
     async def load_events(self, instance_id: str, after: int = 0,
                           limit: int | None = None) -> list[WorkflowEvent]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -150,6 +150,17 @@ class MemoryStorage:
                 events.extend(changes.events)
         if changes.transitions:
             record.transitions.extend(changes.transitions)
+
+    async def commit_many(self, batch: Sequence[tuple[str, InstanceChanges]]) -> None:
+        """Apply several instances' changes, all or nothing.
+
+        Raises:
+            WorkflowNotFound: One of the instances does not exist (nothing is applied).
+        """
+        for instance_id, _ in batch:
+            self._get(instance_id)  # every one exists before anything changes
+        for instance_id, changes in batch:
+            await self.commit(instance_id, changes)
 
     async def load_events(self, instance_id: str, after: int = 0,
                           limit: int | None = None) -> list[WorkflowEvent]:

@@ -10,6 +10,7 @@ import uuid
 import anyio
 import attrs
 
+from .._errors import WorkflowNotFound
 from .._events import TaskCompleted
 from .._models import (
     ExecutionContext,
@@ -23,7 +24,7 @@ from .._models import (
     WorkflowState,
 )
 from .._protocols import InstanceStore
-from ._common import StoreRun, ids_of, load_instance, same
+from ._common import StoreRun, expect_raises, ids_of, load_instance, same
 from ._values import (
     UNICODE,
     make_definition,
@@ -34,8 +35,8 @@ from ._values import (
     with_outputs,
 )
 
-__all__ = ["check_commit", "check_concurrent_events", "check_concurrent_instances",
-           "check_large", "check_unicode", "unicode_instance"]
+__all__ = ["check_commit", "check_commit_many", "check_concurrent_events",
+           "check_concurrent_instances", "check_large", "check_unicode", "unicode_instance"]
 
 
 async def check_commit(run: StoreRun) -> None:
@@ -83,6 +84,38 @@ async def check_commit(run: StoreRun) -> None:
     same("last_event_seq", await store.last_event_seq(iid), 8)
     same("instance_ids", await store.instance_ids(
         WorkflowFilters(workflow_id=instance.workflow_id)), [(iid, None)])
+
+
+async def check_commit_many(run: StoreRun) -> None:
+    """commit_many applies several instances' changes; with an unknown id among them it
+    raises WorkflowNotFound and applies none."""
+    store = await run.new()
+    one, two = make_instance(full=False), make_instance(full=False)
+    for instance in (one, two):
+        await store.store_workflow(instance)
+    t0 = utcnow()
+    a = TaskState("a", TaskStatus.COMPLETED, t0, t0, 1, make_output(1), None)
+    b = TaskState("b", TaskStatus.RUNNING, t0, None, 1)
+    first, second = make_events(one.id, 1, 2), make_events(two.id, 1, 1)
+    await store.commit_many([
+        (one.id, InstanceChanges(task_states=(a,), events=tuple(first))),
+        (two.id, InstanceChanges(fields={"error": "two's"}, task_states=(b,),
+                                 events=tuple(second)))])
+    got_one = await load_instance(store, one.id, "after commit_many")
+    got_two = await load_instance(store, two.id, "after commit_many")
+    same("commit_many: first instance's task states", got_one.task_states, {"a": a})
+    same("commit_many: second instance's task states", got_two.task_states, {"b": b})
+    same("commit_many: second instance's error", got_two.error, "two's")
+    same("commit_many: first instance's events", await store.load_events(one.id), first)
+    same("commit_many: second instance's events", await store.load_events(two.id), second)
+    c = TaskState("c", TaskStatus.RUNNING, t0, None, 1)
+    await expect_raises(WorkflowNotFound, "commit_many with an unknown instance among them",
+                        store.commit_many([
+                            (one.id, InstanceChanges(task_states=(c,))),
+                            (f"{uuid.uuid4()}", InstanceChanges(task_states=(c,)))]))
+    again = await load_instance(store, one.id, "after a refused commit_many")
+    assert "c" not in again.task_states, \
+        "commit_many applied the changes of one instance although another one was unknown"
 
 
 async def check_large(run: StoreRun) -> None:

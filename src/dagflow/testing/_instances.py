@@ -29,6 +29,7 @@ from .._models import (
 from .._protocols import InstanceStore
 from ._commits import (
     check_commit,
+    check_commit_many,
     check_concurrent_events,
     check_concurrent_instances,
     check_large,
@@ -370,6 +371,7 @@ INSTANCE_CHECKS: list[tuple[str, StoreCheck]] = [
     ("list_workflows", _check_list),
     ("delete_workflow", _check_delete),
     ("commit and load_events", check_commit),
+    ("commit_many", check_commit_many),
     ("large values", check_large),
     ("unicode", check_unicode),
 ]
