@@ -318,10 +318,16 @@ class SqlStorage:
             StorageError: An instance with this id exists already, or the write failed.
         """
         conv = self._converter
-        # the canonical form (sorted keys) is what definition_hash hashes: checking the
-        # snapshot later is one SHA-256 of the stored text
-        definition = json.dumps(conv.unstructure(instance.definition), sort_keys=True,
-                                separators=(",", ":"), ensure_ascii=False)
+
+        def snapshot() -> str:
+            # the canonical form (sorted keys) is what definition_hash hashes: checking the
+            # snapshot later is one SHA-256 of the stored text
+            return json.dumps(conv.unstructure(instance.definition), sort_keys=True,
+                              separators=(",", ":"), ensure_ascii=False)
+
+        # a definition this store wrote or read already is in the database: its snapshot
+        # (as long to write as the whole definition) is made only if it turns out not to be
+        definition = (None if instance.definition_hash in self._definitions else snapshot())
         context = json.dumps(conv.unstructure(instance.execution_context), ensure_ascii=False,
                              default=str)
         header = {
@@ -347,7 +353,7 @@ class SqlStorage:
                         (instance.definition_hash,))
             if cur.fetchone() is None:
                 cur.execute(q("INSERT INTO dagflow_definitions (hash, body) VALUES (?, ?)"),
-                            (instance.definition_hash, definition))
+                            (instance.definition_hash, definition or snapshot()))
             cur.execute(q(
                 "INSERT INTO dagflow_instances (id, workflow_id, state, created_at, created_by,"
                 " started_at, completed_at, error, workdir, parent_id, definition_hash, context,"
