@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -256,6 +257,65 @@ async def test_refused_postgres_store_closes_its_connections(target: Target) -> 
             break
         await anyio.sleep(0.05)
     assert left == [(0,)], f"{left[0][0]} connection(s) still open after close()"
+
+
+# --------------------------------------------------------------------------- shared commits
+
+
+async def test_writes_sharing_a_transaction_each_commit_or_fail_alone(target: Target) -> None:
+    """Writes that arrive while another is being committed share the next transaction;
+    each still commits or fails alone: a failing one is undone without its neighbours,
+    and only its caller hears of the error."""
+    store = target.open()
+    try:
+        first, second = make_instance(), make_instance()
+        await store.store_workflow(first)
+        await store.store_workflow(second)
+        now = dt.datetime.now(dt.UTC)
+        good = InstanceChanges(task_states=(TaskState("test", TaskStatus.RUNNING, now, None, 3),))
+        doomed = InstanceChanges(fields={"state": WorkflowState.CANCELLED},
+                                 task_states=(TaskState("build", TaskStatus.SKIPPED),))
+        gate = threading.Event()
+        outcomes: dict[str, Any] = {}
+
+        def hold(cur: Any) -> None:  # the write being committed while the others arrive
+            gate.wait(10)
+
+        async def write(name: str, call: Any) -> None:
+            try:
+                outcomes[name] = await call
+            except Exception as exc:
+                outcomes[name] = exc
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write, "hold", store._run(hold))
+            with anyio.fail_after(10):
+                while not store._writing:
+                    await anyio.sleep(0)
+            tg.start_soon(write, "good", store.commit(first.id, good))
+            tg.start_soon(write, "doomed", store.commit_many(
+                [(first.id, doomed), ("no-such-instance", InstanceChanges())]))
+            tg.start_soon(write, "lease", store.acquire_lease(second.id, "me", 30))
+            with anyio.fail_after(10):
+                while len(store._writes) < 3:
+                    await anyio.sleep(0)
+            gate.set()
+
+        assert isinstance(outcomes["doomed"], dagflow.WorkflowNotFound)
+        assert outcomes["good"] is None and outcomes["lease"] is True
+        again = target.open()
+        try:
+            loaded = await again.load_workflow(first.id)
+            assert loaded is not None
+            assert loaded.state == WorkflowState.FAILED  # the failed write's state is undone
+            assert loaded.task_states["build"].state == TaskStatus.COMPLETED
+            assert loaded.task_states["test"].attempts == 3  # its neighbour's is kept
+            assert await again.lease_of(second.id) == ("me", pytest.approx(time.time() + 30,
+                                                                           abs=10))
+        finally:
+            await again.close()
+    finally:
+        await store.close()
 
 
 # --------------------------------------------------------------------------- processes

@@ -12,8 +12,11 @@ Several engine processes may share one database: an instance is driven by the ho
 its lease, and every commit is conditional on the lease's fencing token, so a process that
 lost its lease cannot write.
 
-The drivers (sqlite3, psycopg) are blocking; each store runs them in worker threads, one
-transaction per call.
+The drivers (sqlite3, psycopg) are blocking; each store runs them in worker threads. A
+write that arrives while another is being committed waits for it and then goes, with every
+other write that arrived meanwhile, into the next transaction, each in its own savepoint:
+each caller still sees its own write commit or fail alone, but many callers (the runs of a
+busy engine taking and releasing leases, committing their steps) share one commit.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -177,6 +181,19 @@ class Checksums:
         return hmac.compare_digest(expected, self(*parts))
 
 
+class _Write:
+    """One caller's write, waiting for a transaction."""
+
+    __slots__ = ("error", "finished", "result", "turn", "work")
+
+    def __init__(self, work: Callable[[Any], Any]) -> None:
+        self.work = work
+        self.turn = anyio.Event()
+        self.finished = False
+        self.result: Any = None
+        self.error: Exception | None = None
+
+
 class SqlStorage:
     """The durable :class:`~dagflow.WorkflowStorage` logic; subclasses open connections.
 
@@ -193,6 +210,11 @@ class SqlStorage:
     threads = 1
     #: at most this many checkpoints are kept per instance (older ones are pruned)
     keep_checkpoints = 10
+    #: at most this many writes share one transaction
+    max_batch = 200
+    #: a read that arrives while a write is being committed joins the next write's
+    #: transaction (where one connection serves everything, it would wait for it anyway)
+    reads_join_writes = False
 
     def __init__(self, *, key: bytes | None = None) -> None:
         self.checksum = Checksums(key)
@@ -204,6 +226,8 @@ class SqlStorage:
         self._tokens: dict[str, int] = {}  # instance -> our lease's fencing token
         self._limiter = anyio.CapacityLimiter(self.threads)
         self._closed = False
+        self._writes: list[_Write] = []  # waiting for the next write transaction
+        self._writing = False  # a caller is committing a batch (and hands over after)
 
     # ------------------------------------------------------------------ subclass hooks
 
@@ -221,30 +245,87 @@ class SqlStorage:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
     async def _run(self, work: Callable[[Any], Any], *, write: bool = True) -> Any:
-        """Run ``work(cursor)`` in one transaction on a worker thread."""
+        """Run ``work(cursor)`` in a transaction on a worker thread: its own for a read,
+        one shared with the writes that arrived meanwhile for a write."""
         if self._closed:
             raise StorageError("the store is closed")
-
-        def transaction() -> Any:
-            conn = self._connection()
-            try:
-                cur = conn.cursor()
-                self._begin(cur, write)
-                result = work(cur)
-                conn.commit()
-                return result
-            except BaseException:
-                conn.rollback()
-                raise
-            finally:
-                self._release(conn)
-
         try:
-            return await anyio.to_thread.run_sync(transaction, limiter=self._limiter)
+            if write or (self._writing and self.reads_join_writes):
+                return await self._write(work)
+            return await anyio.to_thread.run_sync(self._transaction, work, False,
+                                                  limiter=self._limiter)
         except (WorkflowNotFound, CheckpointError, StorageError, ApprovalError):
             raise
         except Exception as exc:
             raise StorageError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _transaction(self, work: Callable[[Any], Any], write: bool) -> Any:
+        conn = self._connection()
+        try:
+            cur = conn.cursor()
+            self._begin(cur, write)
+            result = work(cur)
+            conn.commit()
+            return result
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            self._release(conn)
+
+    async def _write(self, work: Callable[[Any], Any]) -> Any:
+        # Like a worker thread's work, a write is not abandoned when its caller is
+        # cancelled: the caller hears of the cancellation once the write is done.
+        write = _Write(work)
+        self._writes.append(write)
+        with anyio.CancelScope(shield=True):
+            if self._writing:
+                await write.turn.wait()  # written meanwhile, or our turn to lead
+            if not write.finished:
+                self._writing = True
+                batch, self._writes = (self._writes[:self.max_batch],
+                                       self._writes[self.max_batch:])
+                try:
+                    await anyio.to_thread.run_sync(self._write_batch, batch,
+                                                   limiter=self._limiter)
+                finally:
+                    for done in batch:
+                        done.finished = True
+                        done.turn.set()
+                    if self._writes:
+                        self._writes[0].turn.set()  # the next batch's caller leads it
+                    else:
+                        self._writing = False
+        if write.error is not None:
+            raise write.error
+        return write.result
+
+    def _write_batch(self, batch: list[_Write]) -> None:
+        """Each write in a savepoint of one transaction (a write that fails is undone
+        alone); when the transaction itself fails, each write again in its own."""
+        if len(batch) > 1:
+            try:
+                self._transaction(partial(self._savepoints, batch), True)
+                return
+            except Exception:
+                pass
+        for write in batch:
+            write.result = write.error = None
+            try:
+                write.result = self._transaction(write.work, True)
+            except Exception as exc:
+                write.error = exc
+
+    @staticmethod
+    def _savepoints(batch: list[_Write], cur: Any) -> None:
+        for write in batch:
+            cur.execute("SAVEPOINT dagflow_write")
+            try:
+                write.result = write.work(cur)
+            except Exception as exc:
+                write.error = exc
+                cur.execute("ROLLBACK TO SAVEPOINT dagflow_write")
+            cur.execute("RELEASE SAVEPOINT dagflow_write")
 
     def _setup(self, cur: Any) -> None:
         """Create the tables, or migrate them, and check the schema version."""

@@ -50,6 +50,7 @@ class SqliteStorage(SqlStorage):
     """
 
     threads = 1  # one writer at a time anyway; one connection, used by one thread at once
+    reads_join_writes = True
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "full",
                  key: bytes | None = None) -> None:
