@@ -637,6 +637,85 @@ def test_second_process_cannot_resume_a_live_instance(
     assert_gapless(final.events)
 
 
+class HeldStore(dagflow.SqliteStorage):
+    """A SQLite store whose next commit, once ``hold`` is set, waits for ``gate``."""
+
+    hold = False
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.holding, self.gate = anyio.Event(), anyio.Event()
+
+    async def commit_many(self, batch: Any) -> None:
+        if self.hold:
+            self.hold = False
+            self.holding.set()
+            await self.gate.wait()
+        await super().commit_many(batch)
+
+
+@pytest.mark.anyio
+async def test_engine_leaving_its_block_leaves_its_tasks_to_recover(tmp_path: Path) -> None:
+    """A host stopping its engine (leaving ``async with``) while a run has tasks in flight
+    stops it the way a crash would, even while a commit is still being written: no task
+    is recorded as failed or cancelled, and a new engine recovers the instance and runs
+    them again."""
+    n = 50
+    workflow = dagflow.loads(json.dumps({
+        "id": "many", "config": {"max_parallel_tasks": n + 1},
+        "tasks": [{"id": "last", "type": {"type": "Plugin", "plugin_name": "last"}},
+                  *({"id": f"t{i}", "type": {"type": "Plugin", "plugin_name": "work"}}
+                    for i in range(n))]}), format="json")
+    store = HeldStore(tmp_path / "s.db")
+    in_flight = stopped = 0
+    all_in, all_stopped = anyio.Event(), anyio.Event()
+
+    async def stall(config: Any, ctx: Any) -> None:
+        nonlocal in_flight, stopped
+        in_flight += 1
+        if in_flight == n:
+            all_in.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            stopped += 1
+            if stopped == n:
+                all_stopped.set()
+
+    async def last(config: Any, ctx: Any) -> None:
+        await all_in.wait()
+        store.hold = True  # this task's completion is the commit being written
+
+    async def open_the_gate() -> None:
+        await all_stopped.wait()  # every task saw the shutdown while the commit waited
+        store.gate.set()
+
+    plugins = {"work": stall, "last": last}
+    async with anyio.create_task_group() as outer, \
+            dagflow.Engine(store=store, plugins=plugins) as first:
+        instance = await first.create_workflow(workflow)
+        await first.start_workflow(instance.id)
+        with anyio.fail_after(30):
+            await store.holding.wait()
+        outer.start_soon(open_the_gate)
+    url = f"sqlite:///{tmp_path}/s.db"
+    async with dagflow.Engine(store=url) as looking:
+        left = await looking.get_status(instance.id)
+    assert left.state == S.RUNNING, left.error
+    assert Counter(state.state for state in left.task_states.values()) == {
+        T.RUNNING: n, T.COMPLETED: 1}
+    ran: list[str] = []
+
+    async def finish(config: Any, ctx: Any) -> None:
+        ran.append(ctx.task_id)
+
+    async with dagflow.Engine(store=url, plugins={"work": finish, "last": finish}) as second:
+        assert await second.recover() == [instance.id]
+        final = await second.wait(instance.id)
+    assert final.state == S.COMPLETED, final.error
+    assert sorted(ran) == sorted(f"t{i}" for i in range(n))
+
+
 @pytest.mark.anyio
 async def test_start_workflow_refuses_an_instance_claimed_elsewhere(tmp_path: Path) -> None:
     """G9: start_workflow of a Pending instance whose lease another process holds raises

@@ -109,6 +109,9 @@ class Run:
     # the task groups workers run in: False -> ordinary tasks, True -> all_done tasks;
     # stopping the run cancels the first group, interrupting it both (no scope per task)
     _groups: dict[bool, Any] = attrs.Factory(dict)
+    # the groups this run cancelled itself (a group is also cancelled when the engine
+    # shuts down: its tasks then stay Running, to run again on recovery)
+    _stopped: set[bool] = attrs.Factory(set)
     _closing: anyio.Event = attrs.Factory(anyio.Event)
     _notifying: int = 0
     _notified: anyio.Event = attrs.Factory(anyio.Event)
@@ -202,6 +205,7 @@ class Run:
         for kind in (False, True) if all_done else (False,):
             group = self._groups.get(kind)
             if group is not None and any(self.running[i] is kind for i in self.running):
+                self._stopped.add(kind)
                 group.cancel_scope.cancel()
 
     async def _keep_lease(self) -> None:
@@ -434,8 +438,7 @@ class Run:
                 if not done % 32:  # a long chain of instant tasks lets the others in too
                     await anyio.lowlevel.checkpoint()
         except anyio.get_cancelled_exc_class():
-            group = self._groups.get(kind)
-            if i in running and group is not None and group.cancel_scope.cancel_called:
+            if i in running and kind in self._stopped:
                 # our own stop or interrupt (not the engine shutting down): record it
                 self._complete(i, Outcome(T.CANCELLED,
                                           error=f"workflow {self._stopping_word()}"))
