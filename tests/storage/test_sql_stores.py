@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import attrs
 import pytest
 
@@ -276,9 +277,11 @@ async def test_writes_sharing_a_transaction_each_commit_or_fail_alone(target: Ta
         doomed = InstanceChanges(fields={"state": WorkflowState.CANCELLED},
                                  task_states=(TaskState("build", TaskStatus.SKIPPED),))
         gate = threading.Event()
+        holding = anyio.Event()
         outcomes: dict[str, Any] = {}
 
         def hold(cur: Any) -> None:  # the write being committed while the others arrive
+            anyio.from_thread.run_sync(holding.set)
             gate.wait(10)
 
         async def write(name: str, call: Any) -> None:
@@ -290,15 +293,13 @@ async def test_writes_sharing_a_transaction_each_commit_or_fail_alone(target: Ta
         async with anyio.create_task_group() as tg:
             tg.start_soon(write, "hold", store._run(hold))
             with anyio.fail_after(10):
-                while not store._writing:
-                    await anyio.sleep(0)
+                await holding.wait()
             tg.start_soon(write, "good", store.commit(first.id, good))
             tg.start_soon(write, "doomed", store.commit_many(
                 [(first.id, doomed), ("no-such-instance", InstanceChanges())]))
             tg.start_soon(write, "lease", store.acquire_lease(second.id, "me", 30))
-            with anyio.fail_after(10):
-                while len(store._writes) < 3:
-                    await anyio.sleep(0)
+            await anyio.wait_all_tasks_blocked()
+            assert len(store._writes) == 3  # all waiting for the next transaction
             gate.set()
 
         assert isinstance(outcomes["doomed"], dagflow.WorkflowNotFound)
