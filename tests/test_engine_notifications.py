@@ -80,7 +80,8 @@ async def test_completion_email_and_webhooks(make_workflow: Any, smtp: Any, hook
                                                "approvers": ["alice@example.com"]}},
                        {"id": "ship", "depends_on": ["gate"]},
                        id="release", **config(url))
-    async with dagflow.Engine(smtp=settings, plugins={"rec": RecordingHandler()},
+    async with dagflow.Engine(settings=dagflow.EngineSettings(smtp=settings),
+                              plugins={"rec": RecordingHandler()},
                               clock=FakeClock()) as engine:
         import anyio
 
@@ -104,7 +105,8 @@ async def test_failure_email_goes_to_on_failure(make_workflow: Any, smtp: Any) -
     settings, mails = smtp
     rec = RecordingHandler(results={"build": fail("compiler crashed", retryable=False)})
     wf = make_workflow({"id": "build"}, id="nightly", **config())
-    async with dagflow.Engine(smtp=settings, plugins={"rec": rec}) as engine:
+    async with dagflow.Engine(settings=dagflow.EngineSettings(smtp=settings),
+                              plugins={"rec": rec}) as engine:
         inst = await engine.run(wf)
     assert inst.state == WorkflowState.FAILED
     assert [m.rcpt_tos for m in mails] == [["oncall@example.com"]]

@@ -185,7 +185,7 @@ async def test_query_on_a_sqlite_file(make_workflow: Any, tmp_path: Path) -> Non
         {"id": "select", "depends_on": ["insert"],
          "type": {"type": "Query", "query_type": "app", "query": "SELECT name FROM users"}},
         variables={"who": "Robert'); DROP TABLE users; --"})
-    async with dagflow.Engine(connections={"app": url}) as engine:
+    async with dagflow.Engine(settings=dagflow.EngineSettings(connections={"app": url})) as engine:
         inst = await engine.run(wf)
     assert inst.state == WorkflowState.COMPLETED
     assert inst.task_states["select"].output.data == [{"name": "Robert'); DROP TABLE users; --"}]

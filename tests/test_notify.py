@@ -22,6 +22,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+import dagflow
 from dagflow._approval.notify import (
     EmailNotifier,
     Notification,
@@ -326,6 +327,19 @@ async def test_smtp_server_down_raises_without_password() -> None:
     assert "cannot send through 127.0.0.1:" in str(info.value)
     assert PASSWORD not in str(info.value)
     assert PASSWORD not in repr(settings) and "'***'" in repr(settings)
+
+
+def test_engine_settings_repr_shows_no_secret() -> None:
+    """An engine's settings may be logged: their repr hides the checkpoint key, the SMTP
+    password and the connection URLs (which may carry passwords), and names the rest."""
+    settings = dagflow.EngineSettings(
+        checkpoint_key="k3y-s3cret", smtp=SmtpSettings(host="mail", username="bot",
+                                                      password=PASSWORD),
+        connections={"warehouse": f"postgresql://bot:{PASSWORD}@db/wh"})
+    shown = repr(settings)
+    assert "k3y-s3cret" not in shown and PASSWORD not in shown
+    assert "checkpoint_key='***'" in shown and "connections=['warehouse']" in shown
+    assert settings.connections["warehouse"].endswith("@db/wh")  # the value is kept
 
 
 @pytest.mark.anyio

@@ -89,7 +89,8 @@ async def test_a_command_only_executor_runs_loops_branches_gates_and_subworkflow
             "type": "Subworkflow", "workflow_id": "child"}},
     ]}), format="json")
     executor = CommandOnlyExecutor()
-    async with (dagflow.Engine(executor=executor, workflow_dirs=[tmp_path]) as engine,
+    settings = dagflow.EngineSettings(workflow_dirs=[tmp_path])
+    async with (dagflow.Engine(executor=executor, settings=settings) as engine,
                 anyio.create_task_group() as tg):
         tg.start_soon(approve_when_pending, engine, "lead@example.com")
         instance = await engine.run(wf, workdir=tmp_path)

@@ -56,7 +56,7 @@ _EXPORTS: dict[str, str] = {
     "Notification": "._approval.notify",
     "NotificationError": "._approval.notify",
     "Notifier": "._approval.notify",
-    "SmtpSettings": "._approval.notify",
+    "SmtpSettings": "._settings",
     "WebhookNotifier": "._approval.notify",
     "SystemClock": "._clock",
     "Resources": "._context",
@@ -271,7 +271,6 @@ if TYPE_CHECKING:
     from ._approval.notify import Notification as Notification
     from ._approval.notify import NotificationError as NotificationError
     from ._approval.notify import Notifier as Notifier
-    from ._approval.notify import SmtpSettings as SmtpSettings
     from ._approval.notify import WebhookNotifier as WebhookNotifier
     from ._approval.store import DefaultApprovalSystem as DefaultApprovalSystem
     from ._checkpoint import DefaultCheckpointManager as DefaultCheckpointManager
@@ -385,6 +384,7 @@ if TYPE_CHECKING:
     from ._schema import json_schema as json_schema
     from ._settings import EgressPolicy as EgressPolicy
     from ._settings import EngineSettings as EngineSettings
+    from ._settings import SmtpSettings as SmtpSettings
     from ._state import DefaultStateMachine as DefaultStateMachine
     from ._storage import MemoryStorage as MemoryStorage
     from ._storage import open_store as open_store

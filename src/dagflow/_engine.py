@@ -60,7 +60,7 @@ from ._storage.composed import ComposedStorage
 __all__ = ["Engine", "EnvSecretProvider", "EventStream"]
 
 if TYPE_CHECKING:
-    from ._approval.notify import Notifier, SmtpSettings
+    from ._approval.notify import Notifier
 
 logger = logging.getLogger("dagflow")
 S = WorkflowState
@@ -103,16 +103,13 @@ class Engine:
         handlers: Task type name -> handler, replacing or adding to the built-ins.
         task_types: Custom task type name -> attrs config class (with ``handlers``).
         workflows: Definitions Subworkflow tasks may name, by id.
-        workflow_dirs: Directories searched for ``<workflow_id>.yaml|.yml|.json``
-            (besides the parent workflow file's directory).
-        connections: Query connection name -> URL.
         cluster: Replaces the kubectl-based ClusterClient of Deploy and Scale tasks.
         notifiers: More notification channels (``async def notify(notification)``), on
             top of email and the webhook.
-        smtp: Where emails go (``SmtpSettings``; default: ``$DAGFLOW_SMTP_*``).
         environ: The environment tasks start from and ``${env.X}`` reads (default: the
             process environment).
-        settings: Engine-wide knobs (:class:`~dagflow.EngineSettings`).
+        settings: The engine's configuration (:class:`~dagflow.EngineSettings`): limits,
+            timeouts, leases, Query connections, subworkflow directories, SMTP.
     """
 
     def __init__(
@@ -131,11 +128,8 @@ class Engine:
         handlers: Mapping[str, TaskHandler] | None = None,
         task_types: Mapping[str, type[Any]] | None = None,
         workflows: Iterable[WorkflowDefinition] | Mapping[str, WorkflowDefinition] = (),
-        workflow_dirs: Iterable[str | os.PathLike[str]] = (),
-        connections: Mapping[str, str] | None = None,
         cluster: ClusterClient | None = None,
         notifiers: Iterable[Notifier] = (),
-        smtp: SmtpSettings | None = None,
         environ: Mapping[str, str] | None = None,
         settings: EngineSettings | None = None,
     ) -> None:
@@ -181,13 +175,14 @@ class Engine:
         self.workflows: dict[str, WorkflowDefinition] = (
             dict(workflows) if isinstance(workflows, Mapping)
             else {wf.id: wf for wf in workflows})
-        self.workflow_dirs = [os.fspath(d) for d in workflow_dirs]
+        self.workflow_dirs = list(self.settings.workflow_dirs)
         self._http: Any = None
         self.resources = Resources(settings=self.settings, http_client=self._http_client,
-                                   connections=dict(connections or {}), cluster=cluster)
+                                   connections=dict(self.settings.connections), cluster=cluster)
         from ._approval.notify import EmailNotifier, SmtpSettings, WebhookNotifier
 
-        self.smtp = smtp if smtp is not None else SmtpSettings.from_env(self.environ)
+        self.smtp = (self.settings.smtp if self.settings.smtp is not None
+                     else SmtpSettings.from_env(self.environ))
         self.notifiers: list[Notifier] = [
             WebhookNotifier(self._http_client,
                             attempts=self.settings.webhook_attempts,

@@ -49,7 +49,6 @@ import email.utils
 import inspect
 import json
 import logging
-import os
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -61,6 +60,7 @@ from .._errors import WorkflowError
 from .._events import ApprovalRequired, WorkflowEvent, event_to_dict
 from .._models import NotificationConfig, WorkflowInstance
 from .._serde import make_converter
+from .._settings import SmtpSettings
 
 if TYPE_CHECKING:  # imported where they are used: most runs send no notification
     import smtplib
@@ -98,7 +98,6 @@ _RETRYABLE_4XX = frozenset({408, 425, 429})
 # the longest a Retry-After makes a webhook wait: with the default 3 attempts of at most
 # 10 s each, a delivery stays inside the minute the engine gives each notifier
 _WEBHOOK_RETRY_AFTER_CAP = 10.0
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 class NotificationError(WorkflowError):
@@ -166,90 +165,6 @@ class Notifier(Protocol):
 
 
 # --------------------------------------------------------------------------- email
-
-
-def _hide(value: str | None) -> str:
-    return "None" if value is None else "'***'"
-
-
-@attrs.frozen
-class SmtpSettings:
-    """Where emails are sent from.
-
-    Attributes:
-        host: The SMTP server.
-        port: Its port.
-        sender: The ``From`` address.
-        username: Log in as this user, if set.
-        password: The login password (``repr`` shows ``'***'``).
-        starttls: Upgrade the connection with STARTTLS before logging in.
-        ssl: Connect with TLS from the start (SMTPS, usually port 465).
-        timeout_seconds: Timeout of each network operation.
-    """
-
-    host: str = attrs.field(validator=attrs.validators.min_len(1))
-    port: int = attrs.field(default=25, validator=[attrs.validators.ge(1),
-                                                   attrs.validators.le(65535)])
-    sender: str = "dagflow@localhost"
-    username: str | None = None
-    password: str | None = attrs.field(default=None, repr=_hide)
-    starttls: bool = False
-    ssl: bool = False
-    timeout_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
-
-    def __attrs_post_init__(self) -> None:
-        if self.starttls and self.ssl:
-            raise ValueError("SmtpSettings: set starttls or ssl, not both")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> SmtpSettings | None:
-        """Read ``DAGFLOW_SMTP_HOST``, ``_PORT``, ``_SENDER``, ``_USERNAME``,
-        ``_PASSWORD``, ``_STARTTLS`` and ``_SSL`` (booleans: true/false, 1/0, yes/no).
-
-        Without ``DAGFLOW_SMTP_PORT`` the port is 465 when ``DAGFLOW_SMTP_SSL`` is true,
-        else 25.
-
-        Args:
-            environ: The variables (default: ``os.environ``).
-
-        Returns:
-            The settings, or ``None`` when ``DAGFLOW_SMTP_HOST`` is unset or empty.
-
-        Raises:
-            ValueError: A variable has a bad value; the message names it.
-        """
-        env = os.environ if environ is None else environ
-        host = env.get("DAGFLOW_SMTP_HOST", "").strip()
-        if not host:
-            return None
-        use_ssl = _env_bool(env, "DAGFLOW_SMTP_SSL")
-        starttls = _env_bool(env, "DAGFLOW_SMTP_STARTTLS")
-        if use_ssl and starttls:
-            raise ValueError("DAGFLOW_SMTP_SSL and DAGFLOW_SMTP_STARTTLS are both true: "
-                             "set one (SSL for SMTPS on 465, STARTTLS for 587)")
-        port_text = env.get("DAGFLOW_SMTP_PORT", "").strip()
-        port = 465 if use_ssl else 25
-        if port_text:
-            if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-                raise ValueError(
-                    f"DAGFLOW_SMTP_PORT must be a port number (1-65535), got {port_text!r}")
-            port = int(port_text)
-        username = env.get("DAGFLOW_SMTP_USERNAME") or None
-        password = env.get("DAGFLOW_SMTP_PASSWORD") or None
-        if password is not None and username is None:
-            raise ValueError("DAGFLOW_SMTP_PASSWORD is set but DAGFLOW_SMTP_USERNAME is not")
-        return cls(host=host, port=port, username=username, password=password,
-                   sender=env.get("DAGFLOW_SMTP_SENDER", "").strip() or "dagflow@localhost",
-                   starttls=starttls, ssl=use_ssl)
-
-
-def _env_bool(env: Mapping[str, str], name: str) -> bool:
-    text = env.get(name, "").strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE or not text:
-        return False
-    raise ValueError(f"{name} must be true or false (1/0, yes/no), got {env[name]!r}")
 
 
 @attrs.frozen

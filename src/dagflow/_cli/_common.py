@@ -176,8 +176,8 @@ def engine_options(connections: Sequence[str], auto_approve: bool) -> dict[str, 
     """The ``Engine`` keywords of ``--connection`` and ``--auto-approve``."""
     from .._settings import EngineSettings
 
-    return {"connections": _connections(connections),
-            "settings": EngineSettings(auto_approve=auto_approve)}
+    return {"settings": EngineSettings(auto_approve=auto_approve,
+                                       connections=_connections(connections))}
 
 
 def _connections(values: Sequence[str]) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Query tasks: one SQL statement on a named connection, with every parameter bound.
 
-``query_type`` names a connection (``Engine(connections={"analytics":
+``query_type`` names a connection (``EngineSettings(connections={"analytics":
 "sqlite:///data.db"})``, ``dagflow run --connection analytics=sqlite:///data.db``). The SQL
 text is sent as written: it is never formatted or interpolated (the validator refuses
 ``${`` in it). Values go in ``parameters`` and the SQL names them as ``:name`` on both
@@ -197,8 +197,9 @@ def connection_names_help(connections: Mapping[str, str], name: str | None = Non
         are none.
     """
     if not connections:
-        return ("no connections are configured; add one with Engine(connections={'NAME': "
-                "'sqlite:///data.db'}) or dagflow run --connection NAME=URL")
+        return ("no connections are configured; add one with Engine(settings="
+                "EngineSettings(connections={'NAME': 'sqlite:///data.db'})) or dagflow run "
+                "--connection NAME=URL")
     known = sorted(connections)
     text = "known connections: " + ", ".join(known)
     close = difflib.get_close_matches(name, known, n=1) if name else []

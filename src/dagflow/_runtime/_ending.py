@@ -53,7 +53,7 @@ async def notify(book: Book, kind: str, event: WorkflowEvent | None = None) -> N
 
     if kind != "approval_required" and notification.recipients and services.smtp is None:
         result("email", ", ".join(notification.recipients),
-               "no SMTP server configured (set DAGFLOW_SMTP_HOST, or Engine(smtp=...))")
+               "no SMTP server configured (set DAGFLOW_SMTP_HOST, or EngineSettings(smtp=...))")
     # each delivery is real work (a fake clock must not jump during a request), except
     # while it waits on the clock to try again
     await deliver(services.notifiers, notification, on_result=result, timeout_seconds=60,
