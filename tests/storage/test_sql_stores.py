@@ -263,11 +263,11 @@ async def test_refused_postgres_store_closes_its_connections(target: Target) -> 
 # --------------------------------------------------------------------------- shared commits
 
 
-async def test_writes_sharing_a_transaction_each_commit_or_fail_alone(target: Target) -> None:
-    """Writes that arrive while another is being committed share the next transaction;
-    each still commits or fails alone: a failing one is undone without its neighbours,
-    and only its caller hears of the error."""
-    store = target.open()
+async def test_writes_sharing_a_transaction_each_commit_or_fail_alone(tmp_path: Path) -> None:
+    """SQLite: writes that arrive while another is being committed share the next
+    transaction; each still commits or fails alone: a failing one is undone without its
+    neighbours, and only its caller hears of the error."""
+    store = SqliteStorage(tmp_path / "shared.db")
     try:
         first, second = make_instance(), make_instance()
         await store.store_workflow(first)
@@ -304,7 +304,7 @@ async def test_writes_sharing_a_transaction_each_commit_or_fail_alone(target: Ta
 
         assert isinstance(outcomes["doomed"], dagflow.WorkflowNotFound)
         assert outcomes["good"] is None and outcomes["lease"] is True
-        again = target.open()
+        again = SqliteStorage(tmp_path / "shared.db")
         try:
             loaded = await again.load_workflow(first.id)
             assert loaded is not None

@@ -12,11 +12,12 @@ Several engine processes may share one database: an instance is driven by the ho
 its lease, and every commit is conditional on the lease's fencing token, so a process that
 lost its lease cannot write.
 
-The drivers (sqlite3, psycopg) are blocking; each store runs them in worker threads. A
-write that arrives while another is being committed waits for it and then goes, with every
-other write that arrived meanwhile, into the next transaction, each in its own savepoint:
-each caller still sees its own write commit or fail alone, but many callers (the runs of a
-busy engine taking and releasing leases, committing their steps) share one commit.
+The drivers (sqlite3, psycopg) are blocking; each store runs them in worker threads. On
+SQLite (one writer at a time anyway) a write that arrives while another is being committed
+waits for it and then goes, with every other write that arrived meanwhile, into the next
+transaction, each in its own savepoint: each caller still sees its own write commit or fail
+alone, but many callers (the runs of a busy engine taking and releasing leases, committing
+their steps) share one commit.
 """
 
 from __future__ import annotations
@@ -212,6 +213,8 @@ class SqlStorage:
     keep_checkpoints = 10
     #: at most this many writes share one transaction
     max_batch = 200
+    #: whether writes that arrive together share a transaction
+    share_transactions = True
     #: a read that arrives while a write is being committed joins the next write's
     #: transaction (where one connection serves everything, it would wait for it anyway)
     reads_join_writes = False
@@ -250,9 +253,10 @@ class SqlStorage:
         if self._closed:
             raise StorageError("the store is closed")
         try:
-            if write or (self._writing and self.reads_join_writes):
+            if self.share_transactions and (write or (self._writing
+                                                      and self.reads_join_writes)):
                 return await self._write(work)
-            return await anyio.to_thread.run_sync(self._transaction, work, False,
+            return await anyio.to_thread.run_sync(self._transaction, work, write,
                                                   limiter=self._limiter)
         except (WorkflowNotFound, CheckpointError, StorageError, ApprovalError):
             raise
