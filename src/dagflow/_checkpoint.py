@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 import attrs
 
+from ._checksum import Checksums
 from ._errors import CheckpointError
 from ._models import Checkpoint, TaskState, WorkflowInstance
 from ._protocols import CheckpointStore
 from ._serde import make_converter
-from ._storage._sql import Checksums
 
 __all__ = ["CheckpointBackend", "DefaultCheckpointManager", "apply_checkpoint"]
 

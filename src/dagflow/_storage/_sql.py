@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import hmac
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +33,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from .._checksum import Checksums
 from .._errors import ApprovalError, CheckpointError, StorageError, WorkflowNotFound
 from .._events import WorkflowEvent, event_from_dict, event_to_dict
 from .._gc import building
@@ -161,25 +161,6 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def _time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
-
-
-class Checksums:
-    """Row checksums: HMAC-SHA256 with a key kept outside the database, else SHA-256
-    (which catches corruption but not someone who can write to the database)."""
-
-    def __init__(self, key: bytes | None = None) -> None:
-        self._key = key
-
-    def __call__(self, *parts: Any) -> str:
-        # parts are str, int, float or None: repr() of the tuple is unambiguous and fast
-        text = repr(parts)
-        if self._key:
-            return "h:" + hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
-        return "s:" + hashlib.sha256(text.encode()).hexdigest()
-
-    def matches(self, expected: str, *parts: Any) -> bool:
-        """Whether ``expected`` is the checksum of ``parts`` (constant time)."""
-        return hmac.compare_digest(expected, self(*parts))
 
 
 class _Write:
