@@ -9,6 +9,7 @@ own, dropped afterwards.
 
 from __future__ import annotations
 
+import asyncio  # noqa: TID251 - two tests cancel the way asyncio itself does
 import datetime as dt
 import json
 import os
@@ -317,6 +318,109 @@ async def test_writes_sharing_a_transaction_each_commit_or_fail_alone(tmp_path: 
             await again.close()
     finally:
         await store.close()
+
+
+def holding_write() -> tuple[threading.Event, anyio.Event, Any]:
+    """A write that, once in its worker thread, sets the event and waits for the gate."""
+    gate, holding = threading.Event(), anyio.Event()
+
+    def hold(cur: Any) -> None:
+        anyio.from_thread.run_sync(holding.set)
+        gate.wait(10)
+
+    return gate, holding, hold
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_write_given_up_while_queued_leaves_the_store_working(
+        tmp_path: Path, anyio_backend: str) -> None:
+    """A caller cancelled (by asyncio itself, past anyio's shields) while its write waits
+    for the next shared transaction leaves the queue; later writes still go through."""
+    store = SqliteStorage(tmp_path / "s.db")
+    try:
+        instance = make_instance()
+        await store.store_workflow(instance)
+        gate, holding, hold = holding_write()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store._run, hold)
+            await holding.wait()
+            impatient = asyncio.ensure_future(store.acquire_lease(instance.id, "me", 30))
+            await anyio.wait_all_tasks_blocked()
+            impatient.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await impatient
+            gate.set()
+        with anyio.fail_after(10):
+            assert await store.acquire_lease(instance.id, "me", 30)
+            assert await store.load_workflow(instance.id) is not None
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_writes_of_an_abandoned_transaction_are_not_reported_done(
+        tmp_path: Path, anyio_backend: str) -> None:
+    """When the caller writing a shared transaction is cancelled past anyio's shields,
+    the other writes in it hear that their outcome is unknown, never a success."""
+    store = SqliteStorage(tmp_path / "s.db")
+    try:
+        instance = make_instance()
+        await store.store_workflow(instance)
+        first_gate, first_holding, first = holding_write()
+        gate, holding, hold = holding_write()
+        outcome: dict[str, Any] = {}
+
+        async def lease() -> None:
+            try:
+                outcome["lease"] = await store.acquire_lease(instance.id, "me", 30)
+            except StorageError as exc:
+                outcome["lease"] = exc
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store._run, first)
+            await first_holding.wait()
+            leader = asyncio.ensure_future(store._run(hold))  # leads the next transaction
+            tg.start_soon(lease)  # which this write joins
+            await anyio.wait_all_tasks_blocked()
+            first_gate.set()
+            await holding.wait()
+            leader.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await leader
+            gate.set()
+        assert isinstance(outcome["lease"], StorageError)
+        assert "outcome is unknown" in str(outcome["lease"])
+    finally:
+        await store.close()
+
+
+async def test_a_write_queued_when_the_store_closes_fails_and_opens_nothing(
+        tmp_path: Path) -> None:
+    """close() waits for the transaction being written; a write still queued then fails
+    with "the store is closed" instead of opening the database again."""
+    store = SqliteStorage(tmp_path / "s.db")
+    instance = make_instance()
+    await store.store_workflow(instance)
+    gate, holding, hold = holding_write()
+    outcome: dict[str, Any] = {}
+
+    async def lease() -> None:
+        try:
+            outcome["lease"] = await store.acquire_lease(instance.id, "me", 30)
+        except StorageError as exc:
+            outcome["lease"] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store._run, hold)
+        await holding.wait()
+        tg.start_soon(lease)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(store.close)
+        await anyio.wait_all_tasks_blocked()  # close() waits for the transaction
+        gate.set()
+    assert isinstance(outcome["lease"], StorageError)
+    assert "closed" in str(outcome["lease"])
+    assert store._conn is None
 
 
 # --------------------------------------------------------------------------- processes

@@ -166,14 +166,15 @@ def _time(value: str | None) -> dt.datetime | None:
 class _Write:
     """One caller's write, waiting for a transaction."""
 
-    __slots__ = ("error", "finished", "result", "turn", "work")
+    __slots__ = ("abandoned", "error", "finished", "result", "turn", "work")
 
     def __init__(self, work: Callable[[Any], Any]) -> None:
         self.work = work
-        self.turn = anyio.Event()
+        self.turn = anyio.Event()  # set when it was written, or when its caller leads
         self.finished = False
         self.result: Any = None
         self.error: Exception | None = None
+        self.abandoned: StorageError | None = None  # set on the event loop only
 
 
 class SqlStorage:
@@ -196,9 +197,6 @@ class SqlStorage:
     max_batch = 200
     #: whether writes that arrive together share a transaction
     share_transactions = True
-    #: a read that arrives while a write is being committed joins the next write's
-    #: transaction (where one connection serves everything, it would wait for it anyway)
-    reads_join_writes = False
 
     def __init__(self, *, key: bytes | None = None) -> None:
         self.checksum = Checksums(key)
@@ -229,13 +227,12 @@ class SqlStorage:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
     async def _run(self, work: Callable[[Any], Any], *, write: bool = True) -> Any:
-        """Run ``work(cursor)`` in a transaction on a worker thread: its own for a read,
-        one shared with the writes that arrived meanwhile for a write."""
+        """Run ``work(cursor)`` in a transaction on a worker thread (a write, where the
+        store shares transactions, in one with the writes that arrived meanwhile)."""
         if self._closed:
             raise StorageError("the store is closed")
         try:
-            if self.share_transactions and (write or (self._writing
-                                                      and self.reads_join_writes)):
+            if write and self.share_transactions:
                 return await self._write(work)
             return await anyio.to_thread.run_sync(self._transaction, work, write,
                                                   limiter=self._limiter)
@@ -259,47 +256,76 @@ class SqlStorage:
             self._release(conn)
 
     async def _write(self, work: Callable[[Any], Any]) -> Any:
-        # Like a worker thread's work, a write is not abandoned when its caller is
-        # cancelled: the caller hears of the cancellation once the write is done.
+        """Queue the write; the caller whose turn it is writes the whole queue (up to
+        ``max_batch``) in one transaction, then hands the turn to the next waiting one."""
         write = _Write(work)
         self._writes.append(write)
-        with anyio.CancelScope(shield=True):
+        try:
             if self._writing:
                 await write.turn.wait()  # written meanwhile, or our turn to lead
             if not write.finished:
-                self._writing = True
-                batch, self._writes = (self._writes[:self.max_batch],
-                                       self._writes[self.max_batch:])
-                try:
-                    await anyio.to_thread.run_sync(self._write_batch, batch,
-                                                   limiter=self._limiter)
-                finally:
-                    for done in batch:
-                        done.finished = True
-                        done.turn.set()
-                    if self._writes:
-                        self._writes[0].turn.set()  # the next batch's caller leads it
-                    else:
-                        self._writing = False
+                # like a worker thread's work, a batch is not abandoned when its leader
+                # is cancelled: the leader hears of it once the batch is written
+                with anyio.CancelScope(shield=True):
+                    await self._lead()
+        except BaseException:
+            self._withdraw(write)
+            raise
+        if write.abandoned is not None:
+            raise write.abandoned
         if write.error is not None:
             raise write.error
         return write.result
 
+    async def _lead(self) -> None:
+        self._writing = True
+        batch, self._writes = self._writes[:self.max_batch], self._writes[self.max_batch:]
+        try:
+            await anyio.to_thread.run_sync(self._write_batch, batch, limiter=self._limiter)
+        except BaseException as exc:
+            # cancelled past the shield (asyncio's own cancel, KeyboardInterrupt): the
+            # thread may still be writing, so no write of the batch knows its outcome
+            for write in batch:
+                write.abandoned = StorageError(
+                    f"the write's outcome is unknown: its transaction was left ({exc!r})")
+            raise
+        finally:
+            for write in batch:
+                write.finished = True
+                write.turn.set()
+            self._pass_turn()
+
+    def _withdraw(self, write: _Write) -> None:
+        """The caller of ``write`` left before it was written (cancelled while waiting):
+        it leaves the queue, and the turn goes on if it was about to lead."""
+        if write in self._writes:
+            self._writes.remove(write)
+            if write.turn.is_set():
+                self._pass_turn()
+
+    def _pass_turn(self) -> None:
+        if self._writes:
+            self._writes[0].turn.set()  # the next batch's caller leads it
+        else:
+            self._writing = False
+
     def _write_batch(self, batch: list[_Write]) -> None:
-        """Each write in a savepoint of one transaction (a write that fails is undone
-        alone); when the transaction itself fails, each write again in its own."""
-        if len(batch) > 1:
-            try:
-                self._transaction(partial(self._savepoints, batch), True)
-                return
-            except Exception:
-                pass
-        for write in batch:
-            write.result = write.error = None
+        """Each write in a savepoint of one transaction: a write that fails is undone
+        alone, and if the transaction itself fails, every write that had not failed
+        already fails with it."""
+        if len(batch) == 1:
+            write = batch[0]
             try:
                 write.result = self._transaction(write.work, True)
             except Exception as exc:
                 write.error = exc
+            return
+        try:
+            self._transaction(partial(self._savepoints, batch), True)
+        except Exception as exc:
+            for write in batch:
+                if write.error is None:
+                    write.result, write.error = None, exc
 
     @staticmethod
     def _savepoints(batch: list[_Write], cur: Any) -> None:

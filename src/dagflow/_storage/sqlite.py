@@ -50,7 +50,6 @@ class SqliteStorage(SqlStorage):
     """
 
     threads = 1  # one writer at a time anyway; one connection, used by one thread at once
-    reads_join_writes = True
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "full",
                  key: bytes | None = None) -> None:
@@ -77,6 +76,21 @@ class SqliteStorage(SqlStorage):
         return cls(path, synchronous=options.get("synchronous", "full"), key=key)
 
     def _connection(self) -> Any:
+        # the lock, not only the thread limiter, keeps the connection to one transaction
+        # at a time: a worker thread whose caller was cancelled may still be using it
+        self._lock.acquire()
+        try:
+            if self._closed:  # a write that was queued when the store was closed
+                raise StorageError("the store is closed")
+            return self._open()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _release(self, conn: Any) -> None:
+        self._lock.release()
+
+    def _open(self) -> sqlite3.Connection:
         if self._conn is None:
             directory = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(directory, exist_ok=True)
@@ -103,8 +117,13 @@ class SqliteStorage(SqlStorage):
         cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
     async def close(self) -> None:
-        """Close the connection."""
-        conn, self._conn = self._conn, None
+        """Close the connection (once the transaction in progress, if any, is done)."""
         self._closed = True
-        if conn is not None:
-            await anyio.to_thread.run_sync(conn.close)
+
+        def close_connection() -> None:
+            with self._lock:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    conn.close()
+
+        await anyio.to_thread.run_sync(close_connection)
