@@ -341,8 +341,11 @@ class Engine:
         if runner.tg is None:
             raise RuntimeError("start_workflow needs a running engine: use "
                                "'async with Engine(...) as engine:' (or await engine.run())")
-        # refused here, not later inside the task group
-        instance = await runner.claim_pending(instance_id)
+        instance = await runner.load(instance_id)
+        if instance.state != S.PENDING:
+            raise InvalidStateTransition(from_state=str(instance.state),
+                                         to_state=str(S.RUNNING), instance_id=instance_id)
+        await runner.claim(instance_id)  # refused here, not later inside the task group
         await runner.start(await runner.prepare(instance), True, claimed=True)
 
     async def run(

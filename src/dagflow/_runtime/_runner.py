@@ -145,45 +145,6 @@ class Runner:
             f"{left:.0f}s): it cannot be resumed twice; if that process died, try again "
             "once the lease has expired")
 
-    async def claim_pending(self, instance_id: str) -> WorkflowInstance:
-        """Load a Pending instance and take its lease, both at once (a store that shares
-        transactions between callers does both in one).
-
-        Raises:
-            WorkflowNotFound: No instance has this id.
-            InvalidStateTransition: It is not Pending (its lease is left as it was).
-            WorkflowError: Another live process holds its lease.
-        """
-        loaded: WorkflowInstance | Exception
-        claim: Exception | None = None
-
-        async def take() -> None:
-            nonlocal claim
-            try:
-                await self.claim(instance_id)
-            except Exception as exc:
-                claim = exc
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(take)
-            try:
-                loaded = await self.load(instance_id)
-            except Exception as exc:
-                loaded = exc
-        refusal = (loaded if isinstance(loaded, Exception)
-                   else None if loaded.state == S.PENDING
-                   else InvalidStateTransition(from_state=str(loaded.state),
-                                               to_state=str(S.RUNNING),
-                                               instance_id=instance_id))
-        if refusal is not None:
-            if claim is None and instance_id not in self.runs:
-                await self.release(instance_id)  # taken for nothing: give it back
-            raise refusal
-        if claim is not None:
-            raise claim
-        assert not isinstance(loaded, Exception)
-        return loaded
-
     async def release(self, instance_id: str) -> None:
         """Give the instance's lease back (it expires by itself if that fails)."""
         services = self.services
