@@ -332,8 +332,10 @@ _ENCODERS: dict[type[Any], list[tuple[str, int]]] = {}
 _PLAIN, _TIME, _OTHER = 0, 1, 2
 
 
-def event_to_dict(converter: Any, event: WorkflowEvent) -> dict[str, Any]:
-    """The event as JSON-ready data: ``{"type": "TaskStarted", ...fields}``.
+def event_to_dict(converter: Any, event: WorkflowEvent, *,
+                  without: str | None = None) -> dict[str, Any]:
+    """The event as JSON-ready data: ``{"type": "TaskStarted", ...fields}`` (all fields
+    but the one named ``without``, which the caller adds itself).
 
     Scalars and timestamps are written directly (a store writes every event, so this is
     hot); anything else goes through ``converter``.
@@ -348,6 +350,8 @@ def event_to_dict(converter: Any, event: WorkflowEvent) -> dict[str, Any]:
             for f in attrs.fields(cls)]
     out: dict[str, Any] = {"type": event.type_name}
     for name, kind in plan:
+        if name == without:
+            continue
         value = getattr(event, name)
         if kind == _PLAIN or value is None:
             out[name] = value

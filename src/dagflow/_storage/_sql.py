@@ -366,15 +366,25 @@ class SqlStorage:
     def _header_sum(self, h: dict[str, Any]) -> str:
         return self.checksum(*self._header_parts(h))
 
-    def _task_row(self, instance_id: str, state: TaskState) -> tuple[Any, ...]:
+    def _task_row(self, instance_id: str, state: TaskState,
+                  texts: dict[int, str] | None = None) -> tuple[Any, ...]:
         out = state.output
-        output = (json.dumps({"stdout": out.stdout, "stderr": out.stderr,
-                              "exit_code": out.exit_code, "data": out.data,
-                              "metrics": out.metrics}, ensure_ascii=False, default=str)
-                  if out is not None else None)
+        output = (None if out is None
+                  else self._output_json(out, {} if texts is None else texts))
         values = (instance_id, state.task_id, state.state.value, _iso(state.started_at),
                   _iso(state.completed_at), state.attempts, output, state.error)
         return (*values, self.checksum("task", *values))
+
+    @staticmethod
+    def _output_json(out: TaskOutput, texts: dict[int, str]) -> str:
+        """``out`` as JSON, encoded once for the task row and the event that carry it in
+        one commit (``texts``: the commit's encodings, by ``id`` of outputs it holds)."""
+        text = texts.get(id(out))
+        if text is None:
+            text = texts[id(out)] = json.dumps(
+                {"stdout": out.stdout, "stderr": out.stderr, "exit_code": out.exit_code,
+                 "data": out.data, "metrics": out.metrics}, ensure_ascii=False, default=str)
+        return text
 
     def _task_from_row(self, row: Sequence[Any]) -> TaskState | None:
         """The task state of a row, or None when its checksum does not match."""
@@ -394,12 +404,21 @@ class SqlStorage:
         output: TaskOutput = self._converter.structure(data, TaskOutput)
         return output
 
-    def _event_rows(self, instance_id: str, events: Iterable[WorkflowEvent]
-                    ) -> list[tuple[Any, ...]]:
+    def _event_rows(self, instance_id: str, events: Iterable[WorkflowEvent],
+                    texts: dict[int, str] | None = None) -> list[tuple[Any, ...]]:
         conv = self._converter
-        return [(instance_id, e.seq, e.type_name,
-                 json.dumps(event_to_dict(conv, e), ensure_ascii=False, default=str))
-                for e in events]
+        texts = {} if texts is None else texts
+        rows = []
+        for e in events:
+            out = getattr(e, "output", None)
+            if type(out) is TaskOutput:  # its JSON spliced in, as the task row has it
+                head = json.dumps(event_to_dict(conv, e, without="output"),
+                                  ensure_ascii=False, default=str)
+                body = f'{head[:-1]}, "output": {self._output_json(out, texts)}}}'
+            else:
+                body = json.dumps(event_to_dict(conv, e), ensure_ascii=False, default=str)
+            rows.append((instance_id, e.seq, e.type_name, body))
+        return rows
 
     # ------------------------------------------------------------------ protocol
 
@@ -645,11 +664,13 @@ class SqlStorage:
         """
         headers = [self._header_work(instance_id, changes) for instance_id, changes in batch]
         # one row per task: a statement may not upsert the same key twice
-        tasks = list({(instance_id, s.task_id): self._task_row(instance_id, s)
-                      for instance_id, changes in batch
-                      for s in changes.task_states}.values())
+        latest = {(instance_id, s.task_id): s for instance_id, changes in batch
+                  for s in changes.task_states}
+        texts: dict[int, str] = {}  # each output encoded once (row and event)
+        tasks = [self._task_row(instance_id, s, texts)
+                 for (instance_id, _), s in latest.items()]
         events = [row for instance_id, changes in batch
-                  for row in self._event_rows(instance_id, changes.events)]
+                  for row in self._event_rows(instance_id, changes.events, texts)]
 
         def work(cur: Any) -> None:
             for header in headers:
