@@ -366,6 +366,13 @@ def test_crash_point_then_recover_in_a_fresh_process(
 # --------------------------------------------------------------------------- 3. tampering
 
 
+#: edits the stored output of task 'a' (kept in the event that reported it, which the
+#: task row names)
+_EDIT_OUTPUT_OF_A = (
+    "UPDATE dagflow_events SET output = replace(output, 'ORIGINAL', 'TAMPERED')"
+    " WHERE seq = (SELECT output_seq FROM dagflow_task_states WHERE task_id = 'a')")
+
+
 def _tamper(db: Path, sql: str, *params: Any) -> int:
     """Run an UPDATE on the SQLite file behind dagflow's back; the rows it changed."""
     conn = sqlite3.connect(db)
@@ -436,8 +443,7 @@ async def test_tampered_task_row_is_replaced_from_the_checkpoint(
     the CheckpointError, takes the task from the last good checkpoint, and neither runs it
     again nor ever uses the edited output."""
     url, instance_id, log = await _paused_after_a(tmp_path)
-    changed = _tamper(tmp_path / "s.db", "UPDATE dagflow_task_states SET output ="
-                      " replace(output, 'ORIGINAL', 'TAMPERED') WHERE task_id = 'a'")
+    changed = _tamper(tmp_path / "s.db", _EDIT_OUTPUT_OF_A)
     assert changed == 1
     store = open_storage(url)
     with pytest.raises(dagflow.CheckpointError, match="task 'a' row checksum"):
@@ -462,8 +468,7 @@ async def test_tampered_row_and_checkpoints_refuse_to_resume(tmp_path: Path) -> 
     runs nothing (no new events, no side effects, the instance stays Paused)."""
     url, instance_id, log = await _paused_after_a(tmp_path)
     db = tmp_path / "s.db"
-    assert _tamper(db, "UPDATE dagflow_task_states SET output ="
-                   " replace(output, 'ORIGINAL', 'TAMPERED') WHERE task_id = 'a'") == 1
+    assert _tamper(db, _EDIT_OUTPUT_OF_A) == 1
     assert _tamper(db, "UPDATE dagflow_checkpoints SET body ="
                    " replace(body, 'ORIGINAL', 'TAMPERED')") >= 2
     before = log_counts(log)

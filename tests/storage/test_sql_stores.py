@@ -239,6 +239,70 @@ async def test_newer_schema_version_is_refused(target: Target) -> None:
         await store.close()
 
 
+async def test_a_version_1_database_is_upgraded_and_keeps_its_rows(target: Target) -> None:
+    """A database written by dagflow with schema version 1 (outputs in task rows) is
+    upgraded when opened: its instances load as before and new commits go on."""
+    instance = await stored(target)
+    target.sql("ALTER TABLE dagflow_task_states DROP COLUMN output_seq")
+    target.sql("ALTER TABLE dagflow_events DROP COLUMN output")
+    target.sql("UPDATE dagflow_schema SET version = 1")
+    store = target.open()
+    try:
+        loaded = await store.load_workflow(instance.id)
+        assert loaded is not None and loaded.task_states == instance.task_states
+        output = TaskOutput(stdout="again", exit_code=0)
+        now = dt.datetime.now(dt.UTC)
+        await store.commit(instance.id, InstanceChanges(
+            task_states=(TaskState("test", TaskStatus.COMPLETED, now, now, 3, output),),
+            events=(dagflow.TaskCompleted(seq=1, instance_id=instance.id, timestamp=now,
+                                          task_id="test", output=output, attempt=3),)))
+        again = await store.load_workflow(instance.id)
+        assert again is not None and again.task_states["test"].output == output
+        assert again.task_states["build"] == instance.task_states["build"]
+    finally:
+        await store.close()
+    assert target.sql("SELECT version FROM dagflow_schema") == [(SCHEMA_VERSION,)]
+
+
+async def test_an_output_is_stored_once_and_its_event_vouched_for(target: Target) -> None:
+    """A task's output reported by the event committed with its state is stored once (in
+    the event); the task row's checksum covers it, so an edit of the event's copy is
+    caught on load, and the event keeps that output after the task runs again."""
+    instance = await stored(target)
+    store = target.open()
+    try:
+        now = dt.datetime.now(dt.UTC)
+        output = TaskOutput(stdout="x" * 10_000 + " ✓", exit_code=0, data={"n": 2})
+        done = dagflow.TaskCompleted(seq=1, instance_id=instance.id, timestamp=now,
+                                     task_id="test", output=output, attempt=3)
+        await store.commit(instance.id, InstanceChanges(
+            task_states=(TaskState("test", TaskStatus.COMPLETED, now, now, 3, output),),
+            events=(done,)))
+        stored_once = target.sql(
+            "SELECT length(t.output), length(e.body), length(e.output)"
+            " FROM dagflow_task_states t JOIN dagflow_events e"
+            " ON e.instance_id = t.instance_id AND e.seq = t.output_seq"
+            " WHERE t.instance_id = ? AND t.task_id = 'test'", (instance.id,))
+        assert stored_once[0][0] is None and stored_once[0][1] < 1_000
+        assert stored_once[0][2] > 10_000
+        loaded = await store.load_workflow(instance.id)
+        assert loaded is not None and loaded.task_states["test"].output == output
+        assert await store.load_events(instance.id) == [done]
+        # the task runs again: its row changes, the event it reported keeps its output
+        await store.commit(instance.id, InstanceChanges(
+            task_states=(TaskState("test", TaskStatus.RUNNING, now, None, 4),)))
+        assert await store.load_events(instance.id) == [done]
+        await store.commit(instance.id, InstanceChanges(
+            task_states=(TaskState("test", TaskStatus.COMPLETED, now, now, 4, output),),
+            events=(attrs.evolve(done, seq=2, attempt=4),)))
+    finally:
+        await store.close()
+    target.sql("UPDATE dagflow_events SET output = replace(output, 'x', 'y')"
+               " WHERE instance_id = ? AND seq = 2", (instance.id,))
+    error = await load_error(target, instance.id)
+    assert "task 'test' row checksum does not match" in str(error)
+
+
 @pytest.mark.parametrize("target", ["postgres"], indirect=True)
 async def test_refused_postgres_store_closes_its_connections(target: Target) -> None:
     """Closing a PostgreSQL store that refused the database (newer schema) leaves no

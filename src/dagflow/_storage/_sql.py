@@ -26,7 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -56,7 +56,7 @@ from .._serde import make_converter
 __all__ = ["SCHEMA_VERSION", "Checksums", "SqlStorage"]
 
 #: Bumped with every change of the tables; MIGRATIONS[v] upgrades v-1 to v.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS dagflow_instances (
@@ -96,6 +96,7 @@ CREATE TABLE IF NOT EXISTS dagflow_task_states (
     output TEXT,
     error TEXT,
     checksum TEXT NOT NULL,
+    output_seq BIGINT,
     PRIMARY KEY (instance_id, task_id)
 );
 CREATE TABLE IF NOT EXISTS dagflow_events (
@@ -103,6 +104,7 @@ CREATE TABLE IF NOT EXISTS dagflow_events (
     seq BIGINT NOT NULL,
     type TEXT NOT NULL,
     body TEXT NOT NULL,
+    output TEXT,
     PRIMARY KEY (instance_id, seq)
 );
 CREATE TABLE IF NOT EXISTS dagflow_transitions (
@@ -142,16 +144,22 @@ CREATE TABLE IF NOT EXISTS dagflow_controls (
 CREATE INDEX IF NOT EXISTS dagflow_controls_instance ON dagflow_controls (instance_id);
 """
 
-#: version -> statements that upgrade the schema from version - 1 (none yet after 1).
-MIGRATIONS: dict[int, Sequence[str]] = {}
+#: version -> statements that upgrade the schema from version - 1.
+MIGRATIONS: dict[int, Sequence[str]] = {
+    # 2: a task's output is kept once, in the event that reported it (events.output),
+    # which the task row names (task_states.output_seq) and vouches for by checksum
+    2: ("ALTER TABLE dagflow_task_states ADD COLUMN output_seq BIGINT",
+        "ALTER TABLE dagflow_events ADD COLUMN output TEXT"),
+}
 
 _HEADER_FIELDS = ("state", "started_at", "completed_at", "error")
 _OUTPUT_KEYS = frozenset({"stdout", "stderr", "exit_code", "data", "metrics"})
-_ROWS_PER_STATEMENT = 500  # 9 columns: 4,500 parameters, within SQLite's 32,766
+_ROWS_PER_STATEMENT = 500  # 10 columns: 5,000 parameters, within SQLite's 32,766
 _UPSERT_TASK = (" ON CONFLICT (instance_id, task_id) DO UPDATE SET state = excluded.state,"
                 " started_at = excluded.started_at, completed_at = excluded.completed_at,"
                 " attempts = excluded.attempts, output = excluded.output,"
-                " error = excluded.error, checksum = excluded.checksum")
+                " error = excluded.error, checksum = excluded.checksum,"
+                " output_seq = excluded.output_seq")
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -161,6 +169,32 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def _time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
+
+
+def _digest(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+
+def _with_output(body: str, output: str) -> str:
+    """An event's JSON body (an object) with ``"output"`` added."""
+    return f'{body[:-1]}, "output": {output}}}'
+
+
+def _output_events(events: Sequence[WorkflowEvent], states: Mapping[tuple[str, str], TaskState],
+                   instance_id: str) -> dict[int, str]:
+    """seq -> task of the events that report the very output their task's new state
+    holds (the last such event of each task)."""
+    found: dict[str, int] = {}
+    for e in events:
+        out = getattr(e, "output", None)
+        if type(out) is TaskOutput:
+            task_id = getattr(e, "task_id", None)
+            if not isinstance(task_id, str):
+                continue
+            state = states.get((instance_id, task_id))
+            if state is not None and state.output is out:
+                found[task_id] = e.seq
+    return {seq: task_id for task_id, seq in found.items()}
 
 
 class _Write:
@@ -367,13 +401,20 @@ class SqlStorage:
         return self.checksum(*self._header_parts(h))
 
     def _task_row(self, instance_id: str, state: TaskState,
-                  texts: dict[int, str] | None = None) -> tuple[Any, ...]:
+                  texts: dict[int, str] | None = None,
+                  output_seq: int | None = None) -> tuple[Any, ...]:
+        """The row of ``state``: its output in the row, or (``output_seq``) in the event
+        of that seq, the row's checksum covering the output's SHA-256."""
         out = state.output
-        output = (None if out is None
-                  else self._output_json(out, {} if texts is None else texts))
+        text = None if out is None else self._output_json(out, {} if texts is None else texts)
+        if output_seq is None:
+            values = (instance_id, state.task_id, state.state.value, _iso(state.started_at),
+                      _iso(state.completed_at), state.attempts, text, state.error)
+            return (*values, self.checksum("task", *values), None)
         values = (instance_id, state.task_id, state.state.value, _iso(state.started_at),
-                  _iso(state.completed_at), state.attempts, output, state.error)
-        return (*values, self.checksum("task", *values))
+                  _iso(state.completed_at), state.attempts, None, state.error)
+        return (*values, self.checksum("task", *values, output_seq, _digest(text)),
+                output_seq)
 
     @staticmethod
     def _output_json(out: TaskOutput, texts: dict[int, str]) -> str:
@@ -387,13 +428,21 @@ class SqlStorage:
         return text
 
     def _task_from_row(self, row: Sequence[Any]) -> TaskState | None:
-        """The task state of a row, or None when its checksum does not match."""
-        *values, checksum = row
-        if not self.checksum.matches(checksum, "task", *values):
-            return None
-        _, task_id, state, started, completed, attempts, output, error = values
+        """The task state of a row (with the output of the event it names, if any), or
+        None when its checksum does not match."""
+        *values, checksum, output_seq, event_output = row
+        if output_seq is None:
+            if not self.checksum.matches(checksum, "task", *values):
+                return None
+            text = values[6]
+        else:
+            text = event_output
+            if text is None or not self.checksum.matches(
+                    checksum, "task", *values, int(output_seq), _digest(text)):
+                return None
+        _, task_id, state, started, completed, attempts, _, error = values
         return TaskState(task_id, TaskStatus(state), _time(started), _time(completed),
-                         int(attempts), self._output(output) if output else None, error)
+                         int(attempts), self._output(text) if text else None, error)
 
     def _output(self, text: str) -> TaskOutput:
         data = json.loads(text)
@@ -405,19 +454,27 @@ class SqlStorage:
         return output
 
     def _event_rows(self, instance_id: str, events: Iterable[WorkflowEvent],
-                    texts: dict[int, str] | None = None) -> list[tuple[Any, ...]]:
+                    texts: dict[int, str] | None = None,
+                    apart: Iterable[int] = ()) -> list[tuple[Any, ...]]:
+        """Event rows; the output of an event whose seq is in ``apart`` goes in its own
+        column (a task row names it), any other output in the body."""
         conv = self._converter
         texts = {} if texts is None else texts
-        rows = []
+        apart = set(apart)
+        rows: list[tuple[Any, ...]] = []
         for e in events:
             out = getattr(e, "output", None)
-            if type(out) is TaskOutput:  # its JSON spliced in, as the task row has it
+            if type(out) is TaskOutput:
                 head = json.dumps(event_to_dict(conv, e, without="output"),
                                   ensure_ascii=False, default=str)
-                body = f'{head[:-1]}, "output": {self._output_json(out, texts)}}}'
+                text = self._output_json(out, texts)
+                if e.seq in apart:
+                    rows.append((instance_id, e.seq, e.type_name, head, text))
+                    continue
+                body = _with_output(head, text)  # encoded once, as the task row has it
             else:
                 body = json.dumps(event_to_dict(conv, e), ensure_ascii=False, default=str)
-            rows.append((instance_id, e.seq, e.type_name, body))
+            rows.append((instance_id, e.seq, e.type_name, body, None))
         return rows
 
     # ------------------------------------------------------------------ protocol
@@ -473,8 +530,8 @@ class SqlStorage:
             if tasks:
                 cur.executemany(q(
                     "INSERT INTO dagflow_task_states (instance_id, task_id, state, started_at,"
-                    " completed_at, attempts, output, error, checksum)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"), tasks)
+                    " completed_at, attempts, output, error, checksum, output_seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), tasks)
             if transitions:
                 cur.executemany(q(
                     "INSERT INTO dagflow_transitions (instance_id, n, from_state, to_state, at,"
@@ -503,9 +560,11 @@ class SqlStorage:
             header = cur.fetchone()
             if header is None:
                 return None
-            cur.execute(q("SELECT instance_id, task_id, state, started_at, completed_at,"
-                          " attempts, output, error, checksum FROM dagflow_task_states"
-                          " WHERE instance_id = ?"), (instance_id,))
+            cur.execute(q("SELECT t.instance_id, t.task_id, t.state, t.started_at,"
+                          " t.completed_at, t.attempts, t.output, t.error, t.checksum,"
+                          " t.output_seq, e.output FROM dagflow_task_states t"
+                          " LEFT JOIN dagflow_events e ON e.instance_id = t.instance_id"
+                          " AND e.seq = t.output_seq WHERE t.instance_id = ?"), (instance_id,))
             tasks = cur.fetchall()
             cur.execute(q("SELECT from_state, to_state, at, reason FROM dagflow_transitions"
                           " WHERE instance_id = ? ORDER BY n"), (instance_id,))
@@ -617,8 +676,8 @@ class SqlStorage:
             if tasks:
                 cur.executemany(q(
                     "INSERT INTO dagflow_task_states (instance_id, task_id, state, started_at,"
-                    " completed_at, attempts, output, error, checksum)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"), tasks)
+                    " completed_at, attempts, output, error, checksum, output_seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), tasks)
             if transitions:
                 cur.executemany(q(
                     "INSERT INTO dagflow_transitions (instance_id, n, from_state, to_state, at,"
@@ -666,22 +725,29 @@ class SqlStorage:
         # one row per task: a statement may not upsert the same key twice
         latest = {(instance_id, s.task_id): s for instance_id, changes in batch
                   for s in changes.task_states}
-        texts: dict[int, str] = {}  # each output encoded once (row and event)
-        tasks = [self._task_row(instance_id, s, texts)
-                 for (instance_id, _), s in latest.items()]
+        # a task's output reported by an event of the same commit is kept in the event
+        # only: instance -> {seq of that event: task}
+        apart = {instance_id: _output_events(changes.events, latest, instance_id)
+                 for instance_id, changes in batch}
+        named = {(instance_id, task_id): seq for instance_id, seqs in apart.items()
+                 for seq, task_id in seqs.items()}
+        texts: dict[int, str] = {}  # each output encoded once
+        tasks = [self._task_row(instance_id, s, texts, named.get((instance_id, task_id)))
+                 for (instance_id, task_id), s in latest.items()]
         events = [row for instance_id, changes in batch
-                  for row in self._event_rows(instance_id, changes.events, texts)]
+                  for row in self._event_rows(instance_id, changes.events, texts,
+                                              apart[instance_id])]
 
         def work(cur: Any) -> None:
             for header in headers:
                 header(cur)
             if tasks:
                 self._many(cur, "INSERT INTO dagflow_task_states (instance_id, task_id, state,"
-                           " started_at, completed_at, attempts, output, error, checksum)",
-                           tasks, _UPSERT_TASK)
+                           " started_at, completed_at, attempts, output, error, checksum,"
+                           " output_seq)", tasks, _UPSERT_TASK)
             if events:
-                self._many(cur, "INSERT INTO dagflow_events (instance_id, seq, type, body)",
-                           events)
+                self._many(cur, "INSERT INTO dagflow_events (instance_id, seq, type, body,"
+                           " output)", events)
 
         await self._run(work)
 
@@ -835,12 +901,13 @@ class SqlStorage:
             WorkflowNotFound: No instance has this id.
         """
         q = self._q
-        sql = ("SELECT body FROM dagflow_events WHERE instance_id = ? AND seq > ?"
+        sql = ("SELECT body, output FROM dagflow_events WHERE instance_id = ? AND seq > ?"
                " ORDER BY seq") + (f" LIMIT {int(limit)}" if limit is not None else "")
 
         def work(cur: Any) -> list[str]:
             cur.execute(q(sql), (instance_id, after))
-            rows = [row[0] for row in cur.fetchall()]
+            rows = [body if output is None else _with_output(body, output)
+                    for body, output in cur.fetchall()]
             if not rows:
                 cur.execute(q("SELECT 1 FROM dagflow_instances WHERE id = ?"), (instance_id,))
                 if cur.fetchone() is None:
