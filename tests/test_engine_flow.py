@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import anyio
 import attrs
 import pytest
 
@@ -120,6 +121,35 @@ async def test_nested_subworkflows_pass_inputs_and_outputs(tmp_path: Path) -> No
     assert {c.workflow_id for c in children} == {"parent", "child", "grandchild"}
     child = next(c for c in children if c.workflow_id == "child")
     assert child.parent_id == inst.id
+
+
+async def test_a_cancelled_parent_cancels_its_running_subworkflow(tmp_path: Path) -> None:
+    """Cancelling a parent while its Subworkflow child runs ends the child Cancelled, its
+    running task cancelled, instead of leaving it Running forever."""
+    started = anyio.Event()
+
+    async def slow(config: Any, ctx: Any) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    child = dagflow.loads("id: child\ntasks:\n  - {id: slow, type: {type: Plugin,"
+                          " plugin_name: slow}}\n")
+    parent = dagflow.loads("id: parent\ntasks:\n  - {id: sub, type: {type: Subworkflow,"
+                           " workflow_id: child}}\n")
+    async with dagflow.Engine(store=f"sqlite:///{tmp_path}/s.db", plugins={"slow": slow},
+                              workflows=[child]) as engine:
+        instance = await engine.create_workflow(parent)
+        await engine.start_workflow(instance.id)
+        with anyio.fail_after(10):
+            await started.wait()
+        await engine.cancel_workflow(instance.id, "by a test")
+        with anyio.fail_after(10):
+            final = await engine.wait(instance.id)
+        kid = await engine.get_status(f"{instance.id}.sub")
+    assert final.state == WorkflowState.CANCELLED
+    assert kid.state == WorkflowState.CANCELLED, kid.state
+    assert kid.task_states["slow"].state == TaskStatus.CANCELLED
+    assert f"parent {instance.id} cancelled" in (kid.error or "")
 
 
 async def test_subworkflow_recursion_is_refused_before_running(tmp_path: Path) -> None:

@@ -445,9 +445,7 @@ class Engine:
         if await runner.running_elsewhere(instance_id):
             await runner.services.controls.request_control(instance_id, "cancel", reason)
             return
-        run = await runner.prepare(instance)
-        run.stopping, run.failure = "cancelled", reason
-        await runner.drive(run, first_start=False)
+        await runner.cancel_stopped(instance, reason)
 
     async def interrupt_workflow(self, instance_id: str,
                                  reason: str = "interrupted") -> None:

@@ -40,6 +40,10 @@ class ChildRuns(Protocol):
         """Run (or resume, or reuse) the child and return it once it stopped."""
         ...
 
+    async def cancel_child(self, parent: Book, ctx: TaskContext, reason: str) -> None:
+        """Cancel the child of an attempt its parent stopped, unless it finished."""
+        ...
+
 
 def evaluate_conditional(book: Book, ctx: TaskContext, spec: Conditional,
                          index: int | None) -> TaskOutput:

@@ -536,7 +536,22 @@ class Run:
         if isinstance(spec, Conditional):
             return evaluate_conditional(self.book, ctx, spec, index)
         if isinstance(spec, Subworkflow):
-            return await run_subworkflow(self.book, self.children, ctx, spec)
+            try:
+                return await run_subworkflow(self.book, self.children, ctx, spec)
+            except anyio.get_cancelled_exc_class():
+                if (self.stopping is not None and self.interrupted is None
+                        and (unit.task.join is JoinRule.ALL_DONE) in self._stopped):
+                    # the run stopped itself (not a crash, an interrupt or the engine
+                    # shutting down): its child is cancelled too, not left Running
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await self.children.cancel_child(
+                                self.book, ctx, f"parent {self.instance_id} "
+                                                f"{self._stopping_word()}")
+                        except Exception as exc:  # it stays Running; cancel it by hand
+                            logger.warning("instance %s: cannot cancel the child of "
+                                           "task %s: %s", self.instance_id, ctx.task_id, exc)
+                raise
         assert isinstance(spec, Approval)
         return await wait_for_approval(self.book, self, unit, ctx, spec)
 

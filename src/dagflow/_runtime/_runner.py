@@ -249,10 +249,8 @@ class Runner:
         if definition is None:
             raise TaskExecutionFailed(task_id=ctx.task_id, retryable=False, kind="not_found",
                                       reason=f"no workflow {spec.workflow_id!r}")
-        stem = f"{parent.instance_id}.{ctx.task_id}"
-        if ctx.loop_index is not None:
-            stem += f".{ctx.loop_index}"
-        child_id = stem if ctx.attempt == 1 else f"{stem}.a{ctx.attempt}"
+        stem = _child_stem(parent, ctx)
+        child_id = _child_id(parent, ctx)
         previous = f"{stem}.a{ctx.attempt - 1}" if ctx.attempt > 2 else stem
         # a child that was running when its parent crashed is adopted, not started again
         for candidate in ((previous, child_id) if ctx.attempt > 1 else (child_id,)):
@@ -274,6 +272,20 @@ class Runner:
         run = await self.prepare(instance, chain)
         await self.drive(run, first_start=True)
         return await self.load(child_id)
+
+    async def cancel_child(self, parent: Book, ctx: TaskContext, reason: str) -> None:
+        """Cancel the child instance of a Subworkflow attempt whose parent stopped it (it
+        runs no more: the parent's cancellation ended its run), unless it finished."""
+        child = await self.services.instances.load_workflow(_child_id(parent, ctx))
+        if child is not None and child.state not in TERMINAL_STATES:
+            await self.cancel_stopped(child, reason)
+
+    async def cancel_stopped(self, instance: WorkflowInstance, reason: str) -> None:
+        """Cancel an instance that runs nowhere: its unfinished tasks are cancelled (and
+        ``all_done`` ones run), and it ends Cancelled."""
+        run = await self.prepare(instance)
+        run.stopping, run.failure = "cancelled", reason
+        await self.drive(run, first_start=False)
 
     async def watch_controls(self) -> None:
         """Carry out the cancel/pause/resume requests other processes leave for the runs
@@ -309,3 +321,14 @@ class Runner:
                     instance_id not in self.runs and instance.state in (S.PENDING, S.PAUSED)):
                 return instance
             await anyio.sleep(poll_seconds)
+
+
+def _child_stem(parent: Book, ctx: TaskContext) -> str:
+    stem = f"{parent.instance_id}.{ctx.task_id}"
+    return stem if ctx.loop_index is None else f"{stem}.{ctx.loop_index}"
+
+
+def _child_id(parent: Book, ctx: TaskContext) -> str:
+    """The child instance of a Subworkflow attempt: ``PARENT.TASK[.INDEX][.aN]``."""
+    stem = _child_stem(parent, ctx)
+    return stem if ctx.attempt == 1 else f"{stem}.a{ctx.attempt}"
