@@ -104,3 +104,32 @@ async def test_unknown_instance_raises_workflow_not_found() -> None:
             await engine.get_status("nope")
         with pytest.raises(dagflow.WorkflowNotFound):
             [e async for e in engine.stream_events("nope")]
+
+
+async def test_a_follower_is_woken_by_a_commit_between_its_read_and_its_wait(
+        tmp_path: Any) -> None:
+    """A stream takes the run's waiter, reads the stored events, then waits: a commit
+    that lands while it reads (reads and writes run at once on a durable store) still
+    wakes it, instead of leaving it waiting for a commit that may never come."""
+    release = anyio.Event()
+
+    async def held(config: Any, ctx: Any) -> None:
+        await release.wait()
+
+    workflow = dagflow.loads("id: held\ntasks:\n  - {id: a, type: {type: Plugin,"
+                             " plugin_name: held}}\n")
+    async with dagflow.Engine(store=f"sqlite:///{tmp_path}/s.db",
+                              plugins={"held": held}) as engine:
+        instance = await engine.create_workflow(workflow)
+        await engine.start_workflow(instance.id)
+        async for event in engine.stream_events(instance.id):
+            if type(event).__name__ == "TaskStarted":
+                break
+        waiter = engine._runner.waiter(instance.id)  # what a stream takes before reading
+        assert waiter is not None
+        await engine.pause_workflow(instance.id)  # a commit, "while the stream reads"
+        with anyio.fail_after(5):
+            await waiter()
+        release.set()
+        await engine.resume_workflow(instance.id)
+        assert (await engine.wait(instance.id)).state == WorkflowState.COMPLETED

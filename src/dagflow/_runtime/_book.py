@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -170,9 +170,10 @@ class Book:
         self._changed.set()
         self._changed = anyio.Event()
 
-    async def wait_changed(self) -> None:
-        """Until the next commit (or the end of the run)."""
-        await self._changed.wait()
+    def next_change(self) -> Callable[[], Awaitable[None]]:
+        """What returns at the first commit (or the end of the run) after this call,
+        however late it is awaited."""
+        return self._changed.wait
 
     # ------------------------------------------------------------------ recording
 

@@ -261,7 +261,7 @@ class Run:
         book = self.book
         while True:
             if not book.changed_since_snapshot:
-                await book.wait_changed()
+                await book.next_change()()
                 continue
             await book.services.clock.sleep(interval)
             await book.snapshot()

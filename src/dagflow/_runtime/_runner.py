@@ -118,7 +118,7 @@ class Runner:
     def waiter(self, instance_id: str) -> Callable[[], Awaitable[None]] | None:
         """Returns at the running instance's next commit; ``None`` if it does not run here."""
         run = self.runs.get(instance_id)
-        return run.book.wait_changed if run is not None else None
+        return run.book.next_change() if run is not None else None
 
     async def running_elsewhere(self, instance_id: str) -> bool:
         """Whether another process holds a live lease on the instance."""
