@@ -395,6 +395,27 @@ def holding_write() -> tuple[threading.Event, anyio.Event, Any]:
     return gate, holding, hold
 
 
+async def test_a_read_does_not_wait_for_the_write_being_committed(tmp_path: Path) -> None:
+    """SQLite: reads go through a connection of their own, so loading an instance (a
+    start, a status query) does not wait while another caller's write is committed."""
+    store = SqliteStorage(tmp_path / "s.db")
+    try:
+        instance = make_instance()
+        await store.store_workflow(instance)
+        gate, holding, hold = holding_write()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store._run, hold)
+            await holding.wait()
+            try:
+                with anyio.fail_after(5):
+                    loaded = await store.load_workflow(instance.id)
+            finally:
+                gate.set()
+        assert loaded is not None and loaded.task_states == instance.task_states
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_write_given_up_while_queued_leaves_the_store_working(
         tmp_path: Path, anyio_backend: str) -> None:

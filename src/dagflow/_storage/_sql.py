@@ -241,14 +241,17 @@ class SqlStorage:
         self.task_types: dict[str, type[Any]] = {}
         self._tokens: dict[str, int] = {}  # instance -> our lease's fencing token
         self._limiter = anyio.CapacityLimiter(self.threads)
+        #: the threads reads run in (a store with a connection of its own for reads
+        #: gives them their own)
+        self._read_limiter = self._limiter
         self._closed = False
         self._writes: list[_Write] = []  # waiting for the next write transaction
         self._writing = False  # a caller is committing a batch (and hands over after)
 
     # ------------------------------------------------------------------ subclass hooks
 
-    def _connection(self) -> Any:
-        """The connection to use in the current worker thread."""
+    def _connection(self, write: bool = True) -> Any:
+        """The connection to use in the current worker thread (for a write or a read)."""
         raise NotImplementedError
 
     def _release(self, conn: Any) -> None:
@@ -268,15 +271,16 @@ class SqlStorage:
         try:
             if write and self.share_transactions:
                 return await self._write(work)
-            return await anyio.to_thread.run_sync(self._transaction, work, write,
-                                                  limiter=self._limiter)
+            return await anyio.to_thread.run_sync(
+                self._transaction, work, write,
+                limiter=self._limiter if write else self._read_limiter)
         except (WorkflowNotFound, CheckpointError, StorageError, ApprovalError):
             raise
         except Exception as exc:
             raise StorageError(f"{type(exc).__name__}: {exc}") from exc
 
     def _transaction(self, work: Callable[[Any], Any], write: bool) -> Any:
-        conn = self._connection()
+        conn = self._connection(write)
         try:
             cur = conn.cursor()
             self._begin(cur, write)

@@ -78,7 +78,7 @@ class PostgresStorage(SqlStorage):
             cur.execute(f'SET search_path TO "{self.schema}"')
         conn.commit()
 
-    def _connection(self) -> Any:
+    def _connection(self, write: bool = True) -> Any:
         if not self._opened:
             with self._opening:
                 if not self._opened:

@@ -3,7 +3,9 @@
 One file, WAL journal, ``synchronous=FULL`` by default (a committed change survives a
 power cut; ``?synchronous=normal`` keeps it across process crashes only, and is faster),
 a 10-second busy timeout so that several processes can share the file. Tables are
-created, or migrated, on first use.
+created, or migrated, on first use. A store has two connections: one for its writes
+(which share transactions, see :mod:`dagflow._storage._sql`) and one for its reads, which
+do not wait for a write being committed.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class SqliteStorage(SqlStorage):
         self.synchronous = _SYNCHRONOUS[synchronous.lower()]
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        self._read_limiter = anyio.CapacityLimiter(1)
         self._ready = False
 
     def __repr__(self) -> str:
@@ -75,31 +80,44 @@ class SqliteStorage(SqlStorage):
                                "(known: synchronous)")
         return cls(path, synchronous=options.get("synchronous", "full"), key=key)
 
-    def _connection(self) -> Any:
-        # the lock, not only the thread limiter, keeps the connection to one transaction
-        # at a time: a worker thread whose caller was cancelled may still be using it
-        self._lock.acquire()
+    def _connection(self, write: bool = True) -> Any:
+        # Writes go through one connection, reads through another, so that a read does
+        # not wait for the write being committed (WAL readers see the last commit). The
+        # locks, not only the thread limiters, keep each connection to one transaction
+        # at a time: a worker thread whose caller was cancelled may still be using it.
+        lock = self._lock if write else self._read_lock
+        lock.acquire()
         try:
-            if self._closed:  # a write that was queued when the store was closed
+            if self._closed:  # a transaction that was queued when the store was closed
                 raise StorageError("the store is closed")
-            return self._open()
+            if write:
+                return self._open()
+            if self._reader is None:
+                if not self._ready:
+                    with self._lock:
+                        self._open()  # the tables first
+                self._reader = self._connect()
+            return self._reader
         except BaseException:
-            self._lock.release()
+            lock.release()
             raise
 
     def _release(self, conn: Any) -> None:
-        self._lock.release()
+        (self._read_lock if conn is self._reader else self._lock).release()
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
 
     def _open(self) -> sqlite3.Connection:
         if self._conn is None:
-            directory = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(directory, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.execute("PRAGMA busy_timeout=10000")
-            self._conn = conn
+            self._conn = self._connect()
         if not self._ready:
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
@@ -120,10 +138,14 @@ class SqliteStorage(SqlStorage):
         """Close the connection (once the transaction in progress, if any, is done)."""
         self._closed = True
 
-        def close_connection() -> None:
+        def close_connections() -> None:
             with self._lock:
                 conn, self._conn = self._conn, None
                 if conn is not None:
                     conn.close()
+            with self._read_lock:
+                reader, self._reader = self._reader, None
+                if reader is not None:
+                    reader.close()
 
-        await anyio.to_thread.run_sync(close_connection)
+        await anyio.to_thread.run_sync(close_connections)
