@@ -124,20 +124,28 @@ async def test_nested_subworkflows_pass_inputs_and_outputs(tmp_path: Path) -> No
 
 
 async def test_a_cancelled_parent_cancels_its_running_subworkflow(tmp_path: Path) -> None:
-    """Cancelling a parent while its Subworkflow child runs ends the child Cancelled, its
-    running task cancelled, instead of leaving it Running forever."""
+    """Cancelling a parent while its Subworkflow child runs ends the child (and the
+    child's own running child) Cancelled, running tasks cancelled, instead of leaving them
+    Running forever."""
+    running = 0
     started = anyio.Event()
 
     async def slow(config: Any, ctx: Any) -> None:
-        started.set()
+        nonlocal running
+        running += 1
+        if running == 2:  # the child's task and the grandchild's
+            started.set()
         await anyio.sleep_forever()
 
+    grandchild = dagflow.loads("id: grandchild\ntasks:\n  - {id: slow, type: {type:"
+                               " Plugin, plugin_name: slow}}\n")
     child = dagflow.loads("id: child\ntasks:\n  - {id: slow, type: {type: Plugin,"
-                          " plugin_name: slow}}\n")
+                          " plugin_name: slow}}\n  - {id: deeper, type: {type: Subworkflow,"
+                          " workflow_id: grandchild}}\n")
     parent = dagflow.loads("id: parent\ntasks:\n  - {id: sub, type: {type: Subworkflow,"
                            " workflow_id: child}}\n")
     async with dagflow.Engine(store=f"sqlite:///{tmp_path}/s.db", plugins={"slow": slow},
-                              workflows=[child]) as engine:
+                              workflows=[child, grandchild]) as engine:
         instance = await engine.create_workflow(parent)
         await engine.start_workflow(instance.id)
         with anyio.fail_after(10):
@@ -146,10 +154,13 @@ async def test_a_cancelled_parent_cancels_its_running_subworkflow(tmp_path: Path
         with anyio.fail_after(10):
             final = await engine.wait(instance.id)
         kid = await engine.get_status(f"{instance.id}.sub")
+        grandkid = await engine.get_status(f"{instance.id}.sub.deeper")
     assert final.state == WorkflowState.CANCELLED
     assert kid.state == WorkflowState.CANCELLED, kid.state
     assert kid.task_states["slow"].state == TaskStatus.CANCELLED
     assert f"parent {instance.id} cancelled" in (kid.error or "")
+    assert grandkid.state == WorkflowState.CANCELLED, grandkid.state
+    assert grandkid.task_states["slow"].state == TaskStatus.CANCELLED
 
 
 async def test_subworkflow_recursion_is_refused_before_running(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from .._errors import (
 )
 from .._gc import building
 from .._interp import definition_refs
-from .._models import Subworkflow, WorkflowInstance, WorkflowState
+from .._models import Subworkflow, TaskStatus, WorkflowInstance, WorkflowState
 from .._state import TERMINAL_STATES
 from ._book import Book
 from ._committer import Committer
@@ -278,7 +278,22 @@ class Runner:
         runs no more: the parent's cancellation ended its run), unless it finished."""
         child = await self.services.instances.load_workflow(_child_id(parent, ctx))
         if child is not None and child.state not in TERMINAL_STATES:
-            await self.cancel_stopped(child, reason)
+            await self._cancel_tree(child, reason)
+
+    async def _cancel_tree(self, instance: WorkflowInstance, reason: str) -> None:
+        """Cancel a stopped instance, then the children its Subworkflow tasks were running
+        (their runs ended with its own), and theirs."""
+        await self.cancel_stopped(instance, reason)
+        for task in instance.definition.tasks:
+            state = instance.task_states.get(task.id)
+            if not (isinstance(task.type, Subworkflow) and state is not None
+                    and state.state == TaskStatus.RUNNING):
+                continue
+            stem = f"{instance.id}.{task.id}"
+            child = await self.services.instances.load_workflow(
+                stem if state.attempts <= 1 else f"{stem}.a{state.attempts}")
+            if child is not None and child.state not in TERMINAL_STATES:
+                await self._cancel_tree(child, reason)
 
     async def cancel_stopped(self, instance: WorkflowInstance, reason: str) -> None:
         """Cancel an instance that runs nowhere: its unfinished tasks are cancelled (and
