@@ -239,6 +239,28 @@ async def test_newer_schema_version_is_refused(target: Target) -> None:
         await store.close()
 
 
+async def test_instances_of_a_new_definition_stored_at_once_all_succeed(
+        target: Target) -> None:
+    """Several instances of one definition that no instance used before, stored at the
+    same moment (their transactions all find the definition missing), are all stored."""
+    store = target.open()
+    try:
+        for round_ in range(10):
+            definition = dagflow.loads(WORKFLOW.replace("id: tamper", f"id: fresh{round_}"))
+            instances = [attrs.evolve(make_instance(), id=str(uuid.uuid4()),
+                                      workflow_id=definition.id, definition=definition,
+                                      definition_hash=definition_hash(definition))
+                         for _ in range(8)]
+            async with anyio.create_task_group() as tg:
+                for instance in instances:
+                    tg.start_soon(store.store_workflow, instance)
+            for instance in instances:
+                loaded = await store.load_workflow(instance.id)
+                assert loaded is not None and loaded.definition == definition
+    finally:
+        await store.close()
+
+
 async def test_a_version_1_database_is_upgraded_and_keeps_its_rows(target: Target) -> None:
     """A database written by dagflow with schema version 1 (outputs in task rows) is
     upgraded when opened: its instances load as before and new commits go on."""

@@ -524,7 +524,9 @@ class SqlStorage:
             cur.execute(q("SELECT 1 FROM dagflow_definitions WHERE hash = ?"),
                         (instance.definition_hash,))
             if cur.fetchone() is None:
-                cur.execute(q("INSERT INTO dagflow_definitions (hash, body) VALUES (?, ?)"),
+                # another transaction may store the same definition meanwhile
+                cur.execute(q("INSERT INTO dagflow_definitions (hash, body) VALUES (?, ?)"
+                              " ON CONFLICT (hash) DO NOTHING"),
                             (instance.definition_hash, definition or snapshot()))
             cur.execute(q(
                 "INSERT INTO dagflow_instances (id, workflow_id, state, created_at, created_by,"
