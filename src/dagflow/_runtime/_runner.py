@@ -145,15 +145,6 @@ class Runner:
             f"{left:.0f}s): it cannot be resumed twice; if that process died, try again "
             "once the lease has expired")
 
-    async def release(self, instance_id: str) -> None:
-        """Give the instance's lease back (it expires by itself if that fails)."""
-        services = self.services
-        with anyio.CancelScope(shield=True), services.clock.busy():
-            try:
-                await services.leases.release_lease(instance_id, services.owner)
-            except Exception as exc:
-                logger.warning("instance %s: cannot release the lease: %s", instance_id, exc)
-
     async def prepare(self, instance: WorkflowInstance, chain: tuple[str, ...] = ()) -> Run:
         """The run of ``instance``: its secrets read, its graph built."""
         services = self.services
@@ -239,7 +230,13 @@ class Runner:
             self.done.pop(instance_id, None)
             done.set()
             run.book.changed()
-            await self.release(instance_id)
+            services = self.services
+            with anyio.CancelScope(shield=True), services.clock.busy():
+                try:
+                    await services.leases.release_lease(instance_id, services.owner)
+                except Exception as exc:  # it expires by itself
+                    logger.warning("instance %s: cannot release the lease: %s",
+                                   instance_id, exc)
 
     async def run_child(self, parent: Book, ctx: TaskContext, spec: Subworkflow,
                         chain: tuple[str, ...]) -> WorkflowInstance:
@@ -249,9 +246,9 @@ class Runner:
         if definition is None:
             raise TaskExecutionFailed(task_id=ctx.task_id, retryable=False, kind="not_found",
                                       reason=f"no workflow {spec.workflow_id!r}")
-        stem = _child_stem(parent, ctx)
-        child_id = _child_id(parent, ctx)
-        previous = f"{stem}.a{ctx.attempt - 1}" if ctx.attempt > 2 else stem
+        child_id = _child_id(parent.instance_id, ctx.task_id, ctx.loop_index, ctx.attempt)
+        previous = _child_id(parent.instance_id, ctx.task_id, ctx.loop_index,
+                             ctx.attempt - 1)
         # a child that was running when its parent crashed is adopted, not started again
         for candidate in ((previous, child_id) if ctx.attempt > 1 else (child_id,)):
             existing = await self.services.instances.load_workflow(candidate)
@@ -276,7 +273,8 @@ class Runner:
     async def cancel_child(self, parent: Book, ctx: TaskContext, reason: str) -> None:
         """Cancel the child instance of a Subworkflow attempt whose parent stopped it (it
         runs no more: the parent's cancellation ended its run), unless it finished."""
-        child = await self.services.instances.load_workflow(_child_id(parent, ctx))
+        child = await self.services.instances.load_workflow(
+            _child_id(parent.instance_id, ctx.task_id, ctx.loop_index, ctx.attempt))
         if child is not None and child.state not in TERMINAL_STATES:
             await self._cancel_tree(child, reason)
 
@@ -289,9 +287,8 @@ class Runner:
             if not (isinstance(task.type, Subworkflow) and state is not None
                     and state.state == TaskStatus.RUNNING):
                 continue
-            stem = f"{instance.id}.{task.id}"
             child = await self.services.instances.load_workflow(
-                stem if state.attempts <= 1 else f"{stem}.a{state.attempts}")
+                _child_id(instance.id, task.id, None, state.attempts))
             if child is not None and child.state not in TERMINAL_STATES:
                 await self._cancel_tree(child, reason)
 
@@ -338,12 +335,7 @@ class Runner:
             await anyio.sleep(poll_seconds)
 
 
-def _child_stem(parent: Book, ctx: TaskContext) -> str:
-    stem = f"{parent.instance_id}.{ctx.task_id}"
-    return stem if ctx.loop_index is None else f"{stem}.{ctx.loop_index}"
-
-
-def _child_id(parent: Book, ctx: TaskContext) -> str:
+def _child_id(parent_id: str, task_id: str, loop_index: int | None, attempt: int) -> str:
     """The child instance of a Subworkflow attempt: ``PARENT.TASK[.INDEX][.aN]``."""
-    stem = _child_stem(parent, ctx)
-    return stem if ctx.attempt == 1 else f"{stem}.a{ctx.attempt}"
+    stem = f"{parent_id}.{task_id}" + ("" if loop_index is None else f".{loop_index}")
+    return stem if attempt <= 1 else f"{stem}.a{attempt}"

@@ -26,7 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -171,8 +171,8 @@ def _time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
 
-def _digest(text: str | None) -> str | None:
-    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _with_output(body: str, output: str) -> str:
@@ -411,12 +411,11 @@ class SqlStorage:
         of that seq, the row's checksum covering the output's SHA-256."""
         out = state.output
         text = None if out is None else self._output_json(out, {} if texts is None else texts)
-        if output_seq is None:
-            values = (instance_id, state.task_id, state.state.value, _iso(state.started_at),
-                      _iso(state.completed_at), state.attempts, text, state.error)
-            return (*values, self.checksum("task", *values), None)
         values = (instance_id, state.task_id, state.state.value, _iso(state.started_at),
-                  _iso(state.completed_at), state.attempts, None, state.error)
+                  _iso(state.completed_at), state.attempts,
+                  text if output_seq is None else None, state.error)
+        if output_seq is None or text is None:
+            return (*values, self.checksum("task", *values), None)
         return (*values, self.checksum("task", *values, output_seq, _digest(text)),
                 output_seq)
 
@@ -459,12 +458,11 @@ class SqlStorage:
 
     def _event_rows(self, instance_id: str, events: Iterable[WorkflowEvent],
                     texts: dict[int, str] | None = None,
-                    apart: Iterable[int] = ()) -> list[tuple[Any, ...]]:
+                    apart: Container[int] = ()) -> list[tuple[Any, ...]]:
         """Event rows; the output of an event whose seq is in ``apart`` goes in its own
         column (a task row names it), any other output in the body."""
         conv = self._converter
         texts = {} if texts is None else texts
-        apart = set(apart)
         rows: list[tuple[Any, ...]] = []
         for e in events:
             out = getattr(e, "output", None)
