@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -350,6 +350,14 @@ async def test_refused_postgres_store_closes_its_connections(target: Target) -> 
 # --------------------------------------------------------------------------- shared commits
 
 
+async def record(outcomes: dict[str, Any], name: str, call: Awaitable[Any]) -> None:
+    """Await ``call`` and keep what it returned or raised under ``name``."""
+    try:
+        outcomes[name] = await call
+    except Exception as exc:
+        outcomes[name] = exc
+
+
 async def test_writes_sharing_a_transaction_each_commit_or_fail_alone(tmp_path: Path) -> None:
     """SQLite: writes that arrive while another is being committed share the next
     transaction; each still commits or fails alone: a failing one is undone without its
@@ -371,20 +379,14 @@ async def test_writes_sharing_a_transaction_each_commit_or_fail_alone(tmp_path: 
             anyio.from_thread.run_sync(holding.set)
             gate.wait(10)
 
-        async def write(name: str, call: Any) -> None:
-            try:
-                outcomes[name] = await call
-            except Exception as exc:
-                outcomes[name] = exc
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(write, "hold", store._run(hold))
+            tg.start_soon(record, outcomes, "hold", store._run(hold))
             with anyio.fail_after(10):
                 await holding.wait()
-            tg.start_soon(write, "good", store.commit(first.id, good))
-            tg.start_soon(write, "doomed", store.commit_many(
+            tg.start_soon(record, outcomes, "good", store.commit(first.id, good))
+            tg.start_soon(record, outcomes, "doomed", store.commit_many(
                 [(first.id, doomed), ("no-such-instance", InstanceChanges())]))
-            tg.start_soon(write, "lease", store.acquire_lease(second.id, "me", 30))
+            tg.start_soon(record, outcomes, "lease", store.acquire_lease(second.id, "me", 30))
             await anyio.wait_all_tasks_blocked()
             assert len(store._writes) == 3  # all waiting for the next transaction
             gate.set()
@@ -477,17 +479,12 @@ async def test_writes_of_an_abandoned_transaction_are_not_reported_done(
         gate, holding, hold = holding_write()
         outcome: dict[str, Any] = {}
 
-        async def lease() -> None:
-            try:
-                outcome["lease"] = await store.acquire_lease(instance.id, "me", 30)
-            except StorageError as exc:
-                outcome["lease"] = exc
-
         async with anyio.create_task_group() as tg:
             tg.start_soon(store._run, first)
             await first_holding.wait()
             leader = asyncio.ensure_future(store._run(hold))  # leads the next transaction
-            tg.start_soon(lease)  # which this write joins
+            # which this write joins
+            tg.start_soon(record, outcome, "lease", store.acquire_lease(instance.id, "me", 30))
             await anyio.wait_all_tasks_blocked()
             first_gate.set()
             await holding.wait()
@@ -511,16 +508,10 @@ async def test_a_write_queued_when_the_store_closes_fails_and_opens_nothing(
     gate, holding, hold = holding_write()
     outcome: dict[str, Any] = {}
 
-    async def lease() -> None:
-        try:
-            outcome["lease"] = await store.acquire_lease(instance.id, "me", 30)
-        except StorageError as exc:
-            outcome["lease"] = exc
-
     async with anyio.create_task_group() as tg:
         tg.start_soon(store._run, hold)
         await holding.wait()
-        tg.start_soon(lease)
+        tg.start_soon(record, outcome, "lease", store.acquire_lease(instance.id, "me", 30))
         await anyio.wait_all_tasks_blocked()
         tg.start_soon(store.close)
         await anyio.wait_all_tasks_blocked()  # close() waits for the transaction
